@@ -1,0 +1,4 @@
+//! `autograph-device`: the kiosk runtime. Loads a model bundle, embeds signatures with tract,
+//! and keeps enrolled writers in a fixed-capacity gallery. Never depends on burn.
+
+pub mod store;

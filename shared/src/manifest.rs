@@ -1,0 +1,242 @@
+//! The model bundle's `manifest.json`: everything the device needs to use the model exactly as
+//! it was trained, and to refuse a bundle whose files are not the ones that were measured.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::preprocess::PreprocessConfig;
+use crate::protocol::Thresholds;
+
+/// The manifest format this build reads and writes.
+pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// File names inside a bundle directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const MODEL_F32_FILE: &str = "model.onnx";
+pub const MODEL_INT8_FILE: &str = "model.int8.onnx";
+
+/// Numeric precision of a model file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    Int8,
+}
+
+/// One model file of the bundle and its content hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelFile {
+    /// Path relative to the bundle directory.
+    pub path: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// Names of the graph's input and output tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphIo {
+    pub input: String,
+    pub output: String,
+}
+
+/// Where the model came from, so a figure can be traced to its data and settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub dataset: String,
+    pub dataset_content_hash: String,
+    /// The training configuration as saved beside the checkpoint.
+    pub training_config: serde_json::Value,
+    pub created_unix: u64,
+    pub trainer_version: String,
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub preprocess: PreprocessConfig,
+    /// `[batch, 1, height, width]`; batch is dynamic.
+    pub input_shape: [u32; 3],
+    pub embedding_dim: u32,
+    pub io: GraphIo,
+    pub f32_model: ModelFile,
+    pub int8_model: Option<ModelFile>,
+    /// Calibrated on validation writers with this many references per writer.
+    pub calibration_references: usize,
+    pub thresholds: Thresholds,
+    /// Similarity above which a probe is treated as a possible replayed copy of a reference:
+    /// higher than any two distinct genuine signatures of one writer scored in validation.
+    pub replay_similarity: f32,
+    /// The precision the device uses by default (measured best on accuracy and speed).
+    pub default_precision: Precision,
+    pub provenance: Provenance,
+    /// Test-writer figures, as produced by the evaluation (free-form, for humans and reports).
+    pub test_metrics: serde_json::Value,
+}
+
+/// Why a bundle cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a valid manifest: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: manifest format version {found} is not supported (this build reads version {supported})")]
+    Version { path: PathBuf, found: u32, supported: u32 },
+    #[error("{path}: sha256 mismatch: the manifest says {expected}, the file has {actual}; the bundle was modified or is incomplete")]
+    HashMismatch { path: PathBuf, expected: String, actual: String },
+    #[error("{path}: the bundle has no {precision:?} model")]
+    MissingModel { path: PathBuf, precision: Precision },
+    #[error("{path}: invalid manifest: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Manifest {
+    /// Reads `manifest.json` from a bundle directory, checking the format version first.
+    pub fn load(bundle_dir: &Path) -> Result<Manifest, BundleError> {
+        let path = bundle_dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| BundleError::Io { path: path.clone(), source })?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| BundleError::Parse { path: path.clone(), message: e.to_string() })?;
+        let found = value.get("format_version").and_then(|v| v.as_u64()).ok_or_else(|| BundleError::Parse {
+            path: path.clone(),
+            message: "missing format_version".into(),
+        })?;
+        if found != MANIFEST_FORMAT_VERSION as u64 {
+            return Err(BundleError::Version {
+                path,
+                found: u32::try_from(found).unwrap_or(u32::MAX),
+                supported: MANIFEST_FORMAT_VERSION,
+            });
+        }
+        let manifest: Manifest =
+            serde_json::from_value(value).map_err(|e| BundleError::Parse { path: path.clone(), message: e.to_string() })?;
+        manifest.preprocess.validate().map_err(|e| BundleError::Invalid { path: path.clone(), message: e.to_string() })?;
+        if manifest.input_shape != [1, manifest.preprocess.height, manifest.preprocess.width] {
+            return Err(BundleError::Invalid {
+                path,
+                message: format!(
+                    "input_shape {:?} does not match the preprocessing size {}x{}",
+                    manifest.input_shape, manifest.preprocess.height, manifest.preprocess.width
+                ),
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// Writes `manifest.json` (pretty-printed, atomically via a temp file and rename).
+    pub fn save(&self, bundle_dir: &Path) -> Result<(), BundleError> {
+        let path = bundle_dir.join(MANIFEST_FILE);
+        let tmp = bundle_dir.join(format!(".{MANIFEST_FILE}.tmp"));
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| BundleError::Parse { path: path.clone(), message: e.to_string() })?;
+        std::fs::write(&tmp, text + "\n").map_err(|source| BundleError::Io { path: tmp.clone(), source })?;
+        std::fs::rename(&tmp, &path).map_err(|source| BundleError::Io { path, source })
+    }
+
+    /// The model file of a precision.
+    pub fn model(&self, precision: Precision) -> Option<&ModelFile> {
+        match precision {
+            Precision::F32 => Some(&self.f32_model),
+            Precision::Int8 => self.int8_model.as_ref(),
+        }
+    }
+
+    /// Reads a model file of the bundle and checks its hash: the device never runs bytes
+    /// other than the ones that were measured.
+    pub fn read_model(&self, bundle_dir: &Path, precision: Precision) -> Result<Vec<u8>, BundleError> {
+        let file = self
+            .model(precision)
+            .ok_or_else(|| BundleError::MissingModel { path: bundle_dir.to_path_buf(), precision })?;
+        let path = bundle_dir.join(&file.path);
+        let bytes = std::fs::read(&path).map_err(|source| BundleError::Io { path: path.clone(), source })?;
+        let actual = crate::sha256_hex(&bytes);
+        if actual != file.sha256 {
+            return Err(BundleError::HashMismatch { path, expected: file.sha256.clone(), actual });
+        }
+        Ok(bytes)
+    }
+
+    /// The identity of the bundle that galleries are tied to: sha256 of the f32 model's hash
+    /// and the preprocessing, so templates from another model or preprocessing are refused.
+    pub fn model_identity(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let preprocess = serde_json::to_string(&self.preprocess).unwrap_or_default();
+        let digest = Sha256::digest(format!("{}\n{}", self.f32_model.sha256, preprocess).as_bytes());
+        digest.into()
+    }
+}
+
+/// Describes a model file for the manifest.
+pub fn describe_model_file(bundle_dir: &Path, file_name: &str) -> Result<ModelFile, BundleError> {
+    let path = bundle_dir.join(file_name);
+    let bytes = std::fs::read(&path).map_err(|source| BundleError::Io { path: path.clone(), source })?;
+    Ok(ModelFile { path: file_name.to_string(), sha256: crate::sha256_hex(&bytes), bytes: bytes.len() as u64 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::OperatingThresholds;
+
+    pub(crate) fn sample_manifest(dir: &Path) -> Manifest {
+        std::fs::write(dir.join(MODEL_F32_FILE), b"pretend onnx").expect("write");
+        let t = OperatingThresholds { eer: 0.8, far_1pct: 0.85, far_0_1pct: 0.9 };
+        Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            preprocess: PreprocessConfig::default(),
+            input_shape: [1, 64, 128],
+            embedding_dim: 128,
+            io: GraphIo { input: "image".into(), output: "embedding".into() },
+            f32_model: describe_model_file(dir, MODEL_F32_FILE).expect("describe"),
+            int8_model: None,
+            calibration_references: 5,
+            thresholds: Thresholds { skilled: Some(t), random: t },
+            replay_similarity: 0.99,
+            default_precision: Precision::F32,
+            provenance: Provenance {
+                dataset: "toy".into(),
+                dataset_content_hash: "00".into(),
+                training_config: serde_json::json!({"epochs": 1}),
+                created_unix: 0,
+                trainer_version: "test".into(),
+            },
+            test_metrics: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_hash_check() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let m = sample_manifest(dir.path());
+        m.save(dir.path()).expect("save");
+        let loaded = Manifest::load(dir.path()).expect("load");
+        assert_eq!(loaded, m);
+        assert_eq!(loaded.read_model(dir.path(), Precision::F32).expect("read"), b"pretend onnx");
+        std::fs::write(dir.path().join(MODEL_F32_FILE), b"tampered").expect("write");
+        assert!(matches!(loaded.read_model(dir.path(), Precision::F32), Err(BundleError::HashMismatch { .. })));
+        assert!(matches!(loaded.read_model(dir.path(), Precision::Int8), Err(BundleError::MissingModel { .. })));
+    }
+
+    #[test]
+    fn other_format_version_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut m = sample_manifest(dir.path());
+        m.format_version = 99;
+        m.save(dir.path()).expect("save");
+        let err = Manifest::load(dir.path()).expect_err("version");
+        assert!(matches!(err, BundleError::Version { found: 99, .. }), "{err}");
+        std::fs::write(dir.path().join(MANIFEST_FILE), "{ not json").expect("write");
+        assert!(matches!(Manifest::load(dir.path()), Err(BundleError::Parse { .. })));
+    }
+
+    #[test]
+    fn identity_depends_on_model_and_preprocessing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let a = sample_manifest(dir.path());
+        let mut b = a.clone();
+        b.preprocess.margin = 0.1;
+        assert_ne!(a.model_identity(), b.model_identity());
+        assert_eq!(a.model_identity(), a.clone().model_identity());
+    }
+}

@@ -1,0 +1,319 @@
+//! The evaluation protocol, written once: the trainer (burn) and the device (tract, ort) run
+//! the same code through [`Embedder`], so their figures differ only by the runtime.
+//!
+//! Scores use the gallery's own rule (int8 templates, mean similarity to the enrolled
+//! references), so what is measured here is what the kiosk decides with.
+
+use rand::SeedableRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{Label, Sample};
+use crate::gallery::{Template, mean_similarity};
+use crate::metrics::{self, Eer, OperatingPoint};
+use crate::preprocess::Preprocessed;
+
+/// Anything that turns preprocessed images into L2-normalised embeddings.
+pub trait Embedder {
+    /// Embeds a batch; one embedding per input, in order.
+    fn embed(&mut self, batch: &[Preprocessed]) -> Result<Vec<Vec<f32>>, EmbedError>;
+}
+
+/// An embedding runtime failed.
+#[derive(Debug, thiserror::Error)]
+#[error("embedding failed: {0}")]
+pub struct EmbedError(pub String);
+
+/// A sample with its template, ready to be scored.
+#[derive(Debug, Clone)]
+pub struct EmbeddedSample {
+    pub writer: String,
+    pub label: Label,
+    pub template: Template,
+}
+
+impl EmbeddedSample {
+    pub fn new(sample: &Sample, embedding: &[f32]) -> Result<Self, EmbedError> {
+        let template = Template::from_embedding(embedding).map_err(|e| EmbedError(e.to_string()))?;
+        Ok(Self { writer: sample.writer.clone(), label: sample.label, template })
+    }
+}
+
+/// Scores of one verification experiment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VerificationScores {
+    /// Held-out genuine signatures against their own writer's references.
+    pub genuine: Vec<f32>,
+    /// Skilled forgeries of a writer against that writer's references.
+    pub skilled: Vec<f32>,
+    /// Other writers' genuine signatures against a writer's references.
+    pub random: Vec<f32>,
+    /// Writers scored (those with more genuine signatures than references).
+    pub writers: usize,
+    /// Highest similarity seen between two different genuine signatures of one writer: a
+    /// probe closer than this to a reference is suspiciously close (replay guard).
+    pub max_genuine_pair_similarity: f32,
+}
+
+/// Enrols `references` randomly chosen (seeded) genuine signatures of every writer present,
+/// then scores that writer's other genuine signatures, its skilled forgeries, and every
+/// genuine signature of the other writers.
+pub fn verification_scores(samples: &[EmbeddedSample], references: usize, seed: u64) -> VerificationScores {
+    let mut writers: Vec<&str> = samples.iter().map(|s| s.writer.as_str()).collect();
+    writers.sort_unstable();
+    writers.dedup();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = VerificationScores { max_genuine_pair_similarity: f32::NEG_INFINITY, ..Default::default() };
+    for writer in writers {
+        let mut genuine: Vec<&EmbeddedSample> =
+            samples.iter().filter(|s| s.writer == writer && s.label == Label::Genuine).collect();
+        if genuine.len() <= references || references == 0 {
+            continue;
+        }
+        genuine.shuffle(&mut rng);
+        let enrolled: Vec<Template> = genuine[..references].iter().map(|s| s.template.clone()).collect();
+        out.writers += 1;
+        for probe in &genuine[references..] {
+            out.genuine.push(mean_similarity(&enrolled, &probe.template));
+        }
+        for (i, a) in genuine.iter().enumerate() {
+            for b in &genuine[i + 1..] {
+                let s = mean_similarity(std::slice::from_ref(&a.template), &b.template);
+                out.max_genuine_pair_similarity = out.max_genuine_pair_similarity.max(s);
+            }
+        }
+        for s in samples.iter().filter(|s| s.writer == writer && s.label == Label::Forged) {
+            out.skilled.push(mean_similarity(&enrolled, &s.template));
+        }
+        for s in samples.iter().filter(|s| s.writer != writer && s.label == Label::Genuine) {
+            out.random.push(mean_similarity(&enrolled, &s.template));
+        }
+    }
+    out
+}
+
+/// Decision thresholds at the operating points the manifest records.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OperatingThresholds {
+    /// Where FAR and FRR cross on the calibration writers.
+    pub eer: f32,
+    /// FAR at most 1% on the calibration writers.
+    pub far_1pct: f32,
+    /// FAR at most 0.1% on the calibration writers.
+    pub far_0_1pct: f32,
+}
+
+/// Thresholds against skilled and random forgeries, calibrated on validation writers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// `None` when the calibration data had no skilled forgeries (Omniglot, class folders).
+    pub skilled: Option<OperatingThresholds>,
+    pub random: OperatingThresholds,
+}
+
+fn operating_thresholds(genuine: &[f32], impostor: &[f32]) -> Option<OperatingThresholds> {
+    if genuine.is_empty() || impostor.is_empty() {
+        return None;
+    }
+    Some(OperatingThresholds {
+        eer: metrics::eer(genuine, impostor).threshold,
+        far_1pct: metrics::threshold_at_far(impostor, 0.01),
+        far_0_1pct: metrics::threshold_at_far(impostor, 0.001),
+    })
+}
+
+/// Calibrates thresholds on (validation) scores. Errors when there are no genuine or random
+/// scores: a threshold from nothing would be a made-up number.
+pub fn calibrate(scores: &VerificationScores) -> Result<Thresholds, EmbedError> {
+    let random = operating_thresholds(&scores.genuine, &scores.random)
+        .ok_or_else(|| EmbedError("cannot calibrate thresholds: no genuine or random-forgery scores".into()))?;
+    Ok(Thresholds { skilled: operating_thresholds(&scores.genuine, &scores.skilled), random })
+}
+
+/// Figures against one kind of forgery.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ForgeryMetrics {
+    /// EER on these scores (its threshold is the test set's own: reported, never used to decide).
+    pub eer: f64,
+    pub auc: f64,
+    /// FAR and FRR at the EER threshold calibrated on validation writers.
+    pub at_validation_eer_threshold: OperatingPoint,
+    /// FAR and FRR at the validation FAR-1% threshold.
+    pub at_validation_far_1pct_threshold: OperatingPoint,
+    pub genuine_scores: usize,
+    pub impostor_scores: usize,
+}
+
+/// Verification figures on test writers, with thresholds from validation writers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct VerificationMetrics {
+    pub references: usize,
+    pub writers: usize,
+    pub skilled: Option<ForgeryMetrics>,
+    pub random: Option<ForgeryMetrics>,
+}
+
+fn forgery_metrics(genuine: &[f32], impostor: &[f32], thresholds: Option<OperatingThresholds>) -> Option<ForgeryMetrics> {
+    if genuine.is_empty() || impostor.is_empty() {
+        return None;
+    }
+    let Eer { eer, .. } = metrics::eer(genuine, impostor);
+    let nan = OperatingPoint { threshold: f32::NAN, far: f64::NAN, frr: f64::NAN };
+    Some(ForgeryMetrics {
+        eer,
+        auc: metrics::auc(genuine, impostor),
+        at_validation_eer_threshold: thresholds.map_or(nan, |t| metrics::rates_at(genuine, impostor, t.eer)),
+        at_validation_far_1pct_threshold: thresholds.map_or(nan, |t| metrics::rates_at(genuine, impostor, t.far_1pct)),
+        genuine_scores: genuine.len(),
+        impostor_scores: impostor.len(),
+    })
+}
+
+/// Turns test scores into figures, deciding with thresholds calibrated elsewhere.
+pub fn verification_metrics(test: &VerificationScores, references: usize, thresholds: &Thresholds) -> VerificationMetrics {
+    VerificationMetrics {
+        references,
+        writers: test.writers,
+        skilled: forgery_metrics(&test.genuine, &test.skilled, thresholds.skilled),
+        random: forgery_metrics(&test.genuine, &test.random, Some(thresholds.random)),
+    }
+}
+
+/// N-way K-shot identification accuracy by the gallery's rule: for each trial, pick `n_way`
+/// writers with more than `k_shot` genuine samples, enrol `k_shot` of each, and classify one
+/// held-out genuine sample of one of them by the highest mean similarity.
+pub fn identification_accuracy(samples: &[EmbeddedSample], n_way: usize, k_shot: usize, trials: usize, seed: u64) -> Option<f64> {
+    let mut by_writer: Vec<(&str, Vec<&EmbeddedSample>)> = Vec::new();
+    for s in samples.iter().filter(|s| s.label == Label::Genuine) {
+        match by_writer.iter_mut().find(|(w, _)| *w == s.writer) {
+            Some((_, v)) => v.push(s),
+            None => by_writer.push((s.writer.as_str(), vec![s])),
+        }
+    }
+    by_writer.retain(|(_, v)| v.len() > k_shot);
+    if by_writer.len() < n_way || n_way < 2 || trials == 0 {
+        return None;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut correct = 0usize;
+    for _ in 0..trials {
+        let chosen: Vec<&(&str, Vec<&EmbeddedSample>)> = by_writer.choose_multiple(&mut rng, n_way).collect();
+        let truth = rand::Rng::random_range(&mut rng, 0..n_way);
+        let mut query = None;
+        let galleries: Vec<Vec<Template>> = chosen
+            .iter()
+            .enumerate()
+            .map(|(i, (_, v))| {
+                let mut v = v.clone();
+                v.shuffle(&mut rng);
+                if i == truth {
+                    query = Some(v[k_shot].template.clone());
+                }
+                v[..k_shot].iter().map(|s| s.template.clone()).collect()
+            })
+            .collect();
+        let Some(query) = query else { continue };
+        let best = galleries
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (i, mean_similarity(g, &query)))
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+            .map(|(i, _)| i);
+        if best == Some(truth) {
+            correct += 1;
+        }
+    }
+    Some(correct as f64 / trials as f64)
+}
+
+/// One-shot accuracy of one Omniglot run: each test template is matched to the most similar
+/// training template; `answers[i]` is the index of test `i`'s correct training image.
+pub fn one_shot_accuracy(training: &[Template], test: &[Template], answers: &[usize]) -> f64 {
+    let correct = test
+        .iter()
+        .zip(answers)
+        .filter(|&(probe, &answer)| {
+            let best = training
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (i, mean_similarity(std::slice::from_ref(t), probe)))
+                .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+                .map(|(i, _)| i);
+            best == Some(answer)
+        })
+        .count();
+    if test.is_empty() { f64::NAN } else { correct as f64 / test.len() as f64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gallery::EMBEDDING_DIM;
+
+    /// A unit vector pointing mostly along axis `axis`, nudged by `jitter` on axis `axis + 1`.
+    fn unit(axis: usize, jitter: f32) -> Vec<f32> {
+        let mut v = vec![0.0f32; EMBEDDING_DIM];
+        v[axis % EMBEDDING_DIM] = 1.0;
+        v[(axis + 1) % EMBEDDING_DIM] = jitter;
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    fn sample(writer: &str, label: Label, embedding: &[f32]) -> EmbeddedSample {
+        EmbeddedSample {
+            writer: writer.into(),
+            label,
+            template: Template::from_embedding(embedding).expect("template"),
+        }
+    }
+
+    fn toy() -> Vec<EmbeddedSample> {
+        let mut v = Vec::new();
+        for w in 0..4 {
+            let name = format!("w{w}");
+            for k in 0..6 {
+                v.push(sample(&name, Label::Genuine, &unit(w * 10, 0.05 * k as f32)));
+            }
+            // Skilled forgeries: close to the writer but not as close as the genuine ones.
+            for k in 0..3 {
+                v.push(sample(&name, Label::Forged, &unit(w * 10, 0.9 + 0.1 * k as f32)));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn scores_are_counted_per_protocol() {
+        let s = verification_scores(&toy(), 3, 1);
+        assert_eq!(s.writers, 4);
+        assert_eq!(s.genuine.len(), 4 * 3);
+        assert_eq!(s.skilled.len(), 4 * 3);
+        assert_eq!(s.random.len(), 4 * 3 * 6);
+        let m = verification_metrics(&s, 3, &calibrate(&s).expect("calibrate"));
+        assert_eq!(m.random.map(|r| r.eer), Some(0.0));
+        assert_eq!(m.skilled.map(|r| r.eer), Some(0.0));
+        assert!(s.max_genuine_pair_similarity > 0.99);
+    }
+
+    #[test]
+    fn writers_without_enough_references_are_skipped() {
+        let s = verification_scores(&toy(), 6, 1);
+        assert_eq!(s.writers, 0);
+        assert!(calibrate(&s).is_err());
+    }
+
+    #[test]
+    fn identification_on_separable_writers_is_perfect() {
+        assert_eq!(identification_accuracy(&toy(), 4, 1, 50, 3), Some(1.0));
+        assert_eq!(identification_accuracy(&toy(), 5, 1, 50, 3), None);
+    }
+
+    #[test]
+    fn one_shot_scoring() {
+        let train: Vec<Template> = (0..3).map(|i| Template::from_embedding(&unit(i * 5, 0.0)).expect("t")).collect();
+        let test: Vec<Template> = [2usize, 0, 1].iter().map(|&i| Template::from_embedding(&unit(i * 5, 0.1)).expect("t")).collect();
+        assert_eq!(one_shot_accuracy(&train, &test, &[2, 0, 1]), 1.0);
+        assert!((one_shot_accuracy(&train, &test, &[0, 0, 0]) - 1.0 / 3.0).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,71 @@
+//! Checks against the real data sets in `../shared/data` (run by `.ci/run` with `--ignored`).
+
+use autograph_shared::dataset::{Dataset, Label};
+use autograph_shared::leakage::{background_features, background_only_eer, single_feature_eer};
+use autograph_shared::preprocess::{PreprocessConfig, decode_gray, preprocess_gray};
+use autograph_tests::shared_data;
+
+/// The CEDAR trap: raw paper level separates genuine from forged almost perfectly; after
+/// preprocessing, no background statistic does.
+#[test]
+#[ignore = "needs ../shared/data (run by .ci/run)"]
+fn cedar_background_no_longer_separates_genuine_from_forged() {
+    let ds = Dataset::load(&shared_data().join("cedar_half")).expect("load cedar_half");
+    let cfg = PreprocessConfig::default();
+    let (mut raw_g, mut raw_f, mut pre_g, mut pre_f) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Every 4th image keeps the test quick while covering all 55 writers.
+    for sample in ds.samples.iter().step_by(4) {
+        let bytes = sample.source.read().expect("read");
+        let gray = decode_gray(&bytes, &cfg).expect("decode");
+        let mut px = gray.as_raw().clone();
+        px.sort_unstable();
+        let median = px[px.len() / 2] as f32;
+        let features = background_features(&preprocess_gray(&gray, &cfg).expect("preprocess"));
+        match sample.label {
+            Label::Genuine => {
+                raw_g.push(median);
+                pre_g.push(features);
+            }
+            Label::Forged => {
+                raw_f.push(median);
+                pre_f.push(features);
+            }
+        }
+    }
+    let raw = single_feature_eer(&raw_g, &raw_f);
+    let pre = background_only_eer(&pre_g, &pre_f);
+    println!("CEDAR background-only EER: raw paper median {:.1}%, preprocessed {:.1}%", raw * 100.0, pre * 100.0);
+    assert!(raw < 0.10, "the raw scans should show the trap (EER {raw})");
+    assert!(pre > 0.35, "background statistics still separate genuine from forged after preprocessing (EER {pre})");
+}
+
+/// Every image of every set decodes and preprocesses (the BHSig sample has palette TIFFs).
+#[test]
+#[ignore = "needs ../shared/data (run by .ci/run)"]
+fn every_real_image_preprocesses() {
+    let cfg = PreprocessConfig::default();
+    for set in ["bhsig260_sample", "svc2004", "cedar_half"] {
+        let ds = Dataset::load(&shared_data().join(set)).expect("load");
+        let mut failures = Vec::new();
+        for sample in &ds.samples {
+            let bytes = sample.source.read().expect("read");
+            if let Err(e) = autograph_shared::preprocess_bytes(&bytes, &cfg) {
+                failures.push(format!("{}: {e}", sample.source));
+            }
+        }
+        assert!(failures.is_empty(), "{set}: {failures:#?}");
+    }
+}
+
+/// The Omniglot runs as published: 20 runs of 20-way one-shot, every answer resolvable.
+#[test]
+#[ignore = "needs ../shared/data (run by .ci/run)"]
+fn omniglot_runs_are_complete() {
+    let runs = autograph_shared::dataset::omniglot::load_runs(&shared_data().join("omniglot/all_runs.zip")).expect("runs");
+    assert_eq!(runs.len(), 20);
+    for run in &runs {
+        assert_eq!((run.training.len(), run.test.len(), run.answers.len()), (20, 20, 20), "{}", run.name);
+    }
+    let background = Dataset::load(&shared_data().join("omniglot")).expect("background");
+    assert_eq!(background.samples.len() % 20, 0, "each character has 20 drawers");
+}
