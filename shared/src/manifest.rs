@@ -23,13 +23,26 @@ pub enum Precision {
     Int8,
 }
 
-/// One model file of the bundle and its content hash.
+/// One model file of the bundle, its content hash, and the decision thresholds calibrated
+/// with this very file (int8 scores differ slightly from f32 ones, so each has its own).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelFile {
     /// Path relative to the bundle directory.
     pub path: String,
     pub sha256: String,
     pub bytes: u64,
+    pub calibration: Calibration,
+}
+
+/// Thresholds and the replay guard's level, from validation writers only.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// References enrolled per validation writer when calibrating.
+    pub references: usize,
+    pub thresholds: Thresholds,
+    /// Similarity above which a probe is treated as a possible replayed copy of a reference:
+    /// the highest similarity between two distinct genuine signatures of one validation writer.
+    pub replay_similarity: f32,
 }
 
 /// Names of the graph's input and output tensors.
@@ -61,16 +74,10 @@ pub struct Manifest {
     pub io: GraphIo,
     pub f32_model: ModelFile,
     pub int8_model: Option<ModelFile>,
-    /// Calibrated on validation writers with this many references per writer.
-    pub calibration_references: usize,
-    pub thresholds: Thresholds,
-    /// Similarity above which a probe is treated as a possible replayed copy of a reference:
-    /// higher than any two distinct genuine signatures of one writer scored in validation.
-    pub replay_similarity: f32,
     /// The precision the device uses by default (measured best on accuracy and speed).
     pub default_precision: Precision,
     pub provenance: Provenance,
-    /// Test-writer figures, as produced by the evaluation (free-form, for humans and reports).
+    /// Test-writer figures keyed by precision (`f32`, `int8`), as produced by the evaluation.
     pub test_metrics: serde_json::Value,
 }
 
@@ -167,32 +174,36 @@ impl Manifest {
     }
 }
 
-/// Describes a model file for the manifest.
-pub fn describe_model_file(bundle_dir: &Path, file_name: &str) -> Result<ModelFile, BundleError> {
+/// Describes a model file of the bundle for the manifest.
+pub fn describe_model_file(bundle_dir: &Path, file_name: &str, calibration: Calibration) -> Result<ModelFile, BundleError> {
     let path = bundle_dir.join(file_name);
     let bytes = std::fs::read(&path).map_err(|source| BundleError::Io { path: path.clone(), source })?;
-    Ok(ModelFile { path: file_name.to_string(), sha256: crate::sha256_hex(&bytes), bytes: bytes.len() as u64 })
+    Ok(ModelFile {
+        path: file_name.to_string(),
+        sha256: crate::sha256_hex(&bytes),
+        bytes: bytes.len() as u64,
+        calibration,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::OperatingThresholds;
+    use crate::protocol::{OperatingThresholds, Thresholds};
 
     pub(crate) fn sample_manifest(dir: &Path) -> Manifest {
         std::fs::write(dir.join(MODEL_F32_FILE), b"pretend onnx").expect("write");
         let t = OperatingThresholds { eer: 0.8, far_1pct: 0.85, far_0_1pct: 0.9 };
+        let calibration =
+            Calibration { references: 5, thresholds: Thresholds { skilled: Some(t), random: t }, replay_similarity: 0.99 };
         Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
             preprocess: PreprocessConfig::default(),
             input_shape: [1, 64, 128],
             embedding_dim: 128,
             io: GraphIo { input: "image".into(), output: "embedding".into() },
-            f32_model: describe_model_file(dir, MODEL_F32_FILE).expect("describe"),
+            f32_model: describe_model_file(dir, MODEL_F32_FILE, calibration).expect("describe"),
             int8_model: None,
-            calibration_references: 5,
-            thresholds: Thresholds { skilled: Some(t), random: t },
-            replay_similarity: 0.99,
             default_precision: Precision::F32,
             provenance: Provenance {
                 dataset: "toy".into(),
