@@ -61,6 +61,9 @@ pub struct Provenance {
     pub training_config: serde_json::Value,
     pub created_unix: u64,
     pub trainer_version: String,
+    /// The writer-disjoint split the model was trained, calibrated and tested on, so any later
+    /// evaluation can keep test writers out of calibration.
+    pub split: Option<crate::dataset::splits::WriterSplit>,
 }
 
 /// `manifest.json`.
@@ -211,6 +214,7 @@ mod tests {
                 training_config: serde_json::json!({"epochs": 1}),
                 created_unix: 0,
                 trainer_version: "test".into(),
+                split: None,
             },
             test_metrics: serde_json::Value::Null,
         }

@@ -9,10 +9,12 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{Label, Sample};
+use crate::dataset::splits::WriterSplit;
+use crate::dataset::{Dataset, Label, Sample, Unreadable};
+use crate::manifest::Calibration;
 use crate::gallery::{Template, mean_similarity};
 use crate::metrics::{self, Eer, OperatingPoint};
-use crate::preprocess::Preprocessed;
+use crate::preprocess::{PreprocessConfig, Preprocessed};
 
 /// Anything that turns preprocessed images into L2-normalised embeddings.
 pub trait Embedder {
@@ -244,6 +246,81 @@ pub fn one_shot_accuracy(training: &[Template], test: &[Template], answers: &[us
         })
         .count();
     if test.is_empty() { f64::NAN } else { correct as f64 / test.len() as f64 }
+}
+
+/// Reads, preprocesses and embeds samples in batches. Unreadable images are skipped and
+/// returned with the reason (they are named in reports, never silently dropped).
+pub fn embed_samples(
+    embedder: &mut dyn Embedder,
+    samples: &[&Sample],
+    config: &PreprocessConfig,
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<(Vec<EmbeddedSample>, Vec<Unreadable>), EmbedError> {
+    let mut embedded = Vec::with_capacity(samples.len());
+    let mut skipped = Vec::new();
+    for chunk in samples.chunks(batch_size.max(1)) {
+        let mut batch = Vec::with_capacity(chunk.len());
+        let mut kept = Vec::with_capacity(chunk.len());
+        for sample in chunk {
+            let pre = sample.source.read().map_err(|e| e.to_string()).and_then(|bytes| {
+                crate::preprocess::preprocess_bytes(&bytes, config).map_err(|e| e.to_string())
+            });
+            match pre {
+                Ok(p) => {
+                    batch.push(p);
+                    kept.push(*sample);
+                }
+                Err(reason) => skipped.push(Unreadable { file: sample.source.to_string(), reason }),
+            }
+        }
+        if !batch.is_empty() {
+            let embeddings = embedder.embed(&batch)?;
+            for (sample, embedding) in kept.iter().zip(&embeddings) {
+                embedded.push(EmbeddedSample::new(sample, embedding)?);
+            }
+        }
+        progress(chunk.len());
+    }
+    Ok((embedded, skipped))
+}
+
+/// Thresholds from validation writers and figures on test writers, for one model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SplitEvaluation {
+    pub calibration: Calibration,
+    pub test: VerificationMetrics,
+    pub validation_scores: VerificationScores,
+    pub test_scores: VerificationScores,
+    pub skipped: Vec<Unreadable>,
+}
+
+/// The protocol on one writer-disjoint split: embed validation and test writers, calibrate on
+/// validation, report on test. Test scores never influence a threshold.
+pub fn evaluate_split(
+    embedder: &mut dyn Embedder,
+    dataset: &Dataset,
+    split: &WriterSplit,
+    config: &PreprocessConfig,
+    references: usize,
+    seed: u64,
+    progress: &mut dyn FnMut(usize),
+) -> Result<SplitEvaluation, EmbedError> {
+    let validation: Vec<&Sample> = dataset.samples_of(&split.validation).collect();
+    let test: Vec<&Sample> = dataset.samples_of(&split.test).collect();
+    let (val_embedded, mut skipped) = embed_samples(embedder, &validation, config, 32, progress)?;
+    let (test_embedded, test_skipped) = embed_samples(embedder, &test, config, 32, progress)?;
+    skipped.extend(test_skipped);
+    let validation_scores = verification_scores(&val_embedded, references, seed);
+    let thresholds = calibrate(&validation_scores)?;
+    let calibration = Calibration {
+        references,
+        thresholds,
+        replay_similarity: validation_scores.max_genuine_pair_similarity.min(1.0),
+    };
+    let test_scores = verification_scores(&test_embedded, references, seed);
+    let test = verification_metrics(&test_scores, references, &thresholds);
+    Ok(SplitEvaluation { calibration, test, validation_scores, test_scores, skipped })
 }
 
 #[cfg(test)]
