@@ -6,8 +6,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use autograph_shared::dataset::splits::split_writers;
 use autograph_shared::dataset::{self, Dataset};
+use autograph_trainer::bundle::{self, RunInfo};
 use autograph_trainer::fetch;
+use autograph_trainer::train::{LossKind, TrainingConfig};
+use burn::config::Config;
 
 /// Train and ship the Autograph signature embedding model.
 ///
@@ -25,6 +29,90 @@ enum Command {
     /// Inspect and fetch data sets.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Train the embedding network on writer-disjoint splits of a data set.
+    Train(TrainArgs),
+    /// Export a trained run as a model bundle: model.onnx + manifest.json with thresholds
+    /// calibrated on validation writers and figures on test writers.
+    Export(ExportArgs),
+}
+
+/// Which device trains. GPU backends need the cargo feature of the same name.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum DeviceKind {
+    Cpu,
+    Wgpu,
+    Vulkan,
+    Cuda,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LossArg {
+    Contrastive,
+    Bce,
+    Triplet,
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Data set directory (comma-separated or repeated for several, trained as one); defaults
+    /// to $AUTOGRAPH_DATA.
+    #[arg(long = "data", env = "AUTOGRAPH_DATA", value_delimiter = ',', required = true)]
+    data: Vec<PathBuf>,
+    /// Run directory: checkpoints (best/, last/), metrics.jsonl, run.json with the split.
+    #[arg(long, default_value = "runs/latest")]
+    out: PathBuf,
+    /// A training configuration JSON (as saved beside a checkpoint); flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Loss: contrastive (margin), bce (pair head), or triplet (in-batch mining).
+    #[arg(long, value_enum)]
+    loss: Option<LossArg>,
+    /// Number of epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Optimiser steps per epoch.
+    #[arg(long)]
+    steps_per_epoch: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Share of negatives taken from the writer's skilled forgeries (where the data has them).
+    #[arg(long)]
+    forgery_ratio: Option<f32>,
+    /// Turn augmentation off.
+    #[arg(long)]
+    no_augment: bool,
+    /// Seed of the split, initialisation, sampling and augmentation.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Fraction of writers held out for validation (threshold calibration, model selection).
+    #[arg(long, default_value_t = 0.15)]
+    validation: f32,
+    /// Fraction of writers held out for test (never seen in training or calibration).
+    #[arg(long, default_value_t = 0.2)]
+    test: f32,
+    /// Continue from the run's last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Training device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceKind,
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// Training run directory (from `train --out`) or one of its checkpoints.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Bundle directory to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Data set(s) for calibration, if they moved since training (default: the run's own).
+    #[arg(long, value_delimiter = ',')]
+    data: Vec<PathBuf>,
+    /// Print the manifest as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -98,6 +186,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Data(DataCommand::Stats(args)) => data_stats(args),
         Command::Data(DataCommand::Fetch(args)) => data_fetch(args),
         Command::Data(DataCommand::List) => data_list(),
+        Command::Train(args) => train(args),
+        Command::Export(args) => export(args),
     }
 }
 
@@ -155,6 +245,115 @@ fn data_list() -> Result<ExitCode> {
             fetch::Availability::OnRequest { .. } => "on request".to_string(),
         };
         println!("{:<10} {} [{}]", entry.name, entry.summary.split_whitespace().collect::<Vec<_>>().join(" "), how);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn device(kind: DeviceKind) -> Result<burn::prelude::Device> {
+    use burn::prelude::Device;
+    match kind {
+        DeviceKind::Cpu => Ok(Device::flex()),
+        #[cfg(feature = "wgpu")]
+        DeviceKind::Wgpu => Ok(Device::wgpu(Default::default())),
+        #[cfg(feature = "vulkan")]
+        DeviceKind::Vulkan => Ok(Device::vulkan(Default::default())),
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => Ok(Device::cuda(0)),
+        #[allow(unreachable_patterns)]
+        other => anyhow::bail!(
+            "this build has no {other:?} backend: rebuild with `--features {}`",
+            format!("{other:?}").to_lowercase()
+        ),
+    }
+}
+
+fn training_config(args: &TrainArgs) -> Result<TrainingConfig> {
+    let mut config = match &args.config {
+        Some(path) => TrainingConfig::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        None => TrainingConfig::new(),
+    };
+    if let Some(loss) = args.loss {
+        config.loss = match loss {
+            LossArg::Contrastive => LossKind::Contrastive,
+            LossArg::Bce => LossKind::Bce,
+            LossArg::Triplet => LossKind::Triplet,
+        };
+    }
+    if let Some(v) = args.epochs {
+        config.epochs = v;
+    }
+    if let Some(v) = args.steps_per_epoch {
+        config.steps_per_epoch = v;
+    }
+    if let Some(v) = args.lr {
+        config.learning_rate = v;
+    }
+    if let Some(v) = args.forgery_ratio {
+        config.forgery_ratio = v;
+    }
+    if args.no_augment {
+        config.augment = false;
+    }
+    config.seed = args.seed;
+    config.validate()?;
+    Ok(config)
+}
+
+fn train(args: TrainArgs) -> Result<ExitCode> {
+    let config = training_config(&args)?;
+    let device = device(args.device)?;
+    let dataset = bundle::load_data(&args.data)?;
+    let split = if args.resume {
+        let info = RunInfo::load(&args.out)?;
+        anyhow::ensure!(
+            info.content_hash == dataset.content_hash,
+            "{} was trained on other data (content hash {}); refusing to resume on {}",
+            args.out.display(),
+            info.content_hash,
+            dataset.content_hash
+        );
+        info.split
+    } else {
+        split_writers(&dataset.writers(), args.validation, args.test, args.seed)
+    };
+    eprintln!(
+        "{}: {} writers -> train {}, validation {}, test {} (writer-disjoint, seed {})",
+        dataset.name,
+        dataset.writers().len(),
+        split.train.len(),
+        split.validation.len(),
+        split.test.len(),
+        args.seed
+    );
+    let info = RunInfo {
+        data: args.data.iter().map(|p| p.canonicalize().unwrap_or_else(|_| p.clone())).collect(),
+        dataset: dataset.name.clone(),
+        content_hash: dataset.content_hash.clone(),
+        split: split.clone(),
+    };
+    info.save(&args.out)?;
+    let outcome = autograph_trainer::train::train(&config, &dataset, &split, &args.out, &device, args.resume)?;
+    println!(
+        "{:?} after {} epochs; best epoch {:?} with validation score {:?}; {:.1} images/s; best checkpoint {}",
+        outcome.stopped,
+        outcome.epochs_completed,
+        outcome.best_epoch,
+        outcome.best_score,
+        outcome.images_per_second,
+        outcome.best_checkpoint.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(args: ExportArgs) -> Result<ExitCode> {
+    let device = burn::prelude::Device::flex();
+    let data = (!args.data.is_empty()).then_some(args.data.as_slice());
+    let manifest = bundle::export_bundle(&args.checkpoint, &args.out, data, &device)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&manifest)?);
+    } else {
+        println!("bundle written to {}", args.out.display());
+        println!("{}", serde_json::to_string_pretty(&manifest.test_metrics)?);
     }
     Ok(ExitCode::SUCCESS)
 }
