@@ -142,3 +142,182 @@ fn training_config_json(checkpoint: &Path) -> Result<serde_json::Value> {
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
+
+/// Preprocessed images of the training writers, for int8 calibration (at most `limit`, spread
+/// evenly over the writers' samples). Test and validation writers are never used.
+fn calibration_images(dataset: &Dataset, split: &WriterSplit, config: &autograph_shared::PreprocessConfig, limit: usize) -> Vec<Vec<f32>> {
+    let train: Vec<&autograph_shared::dataset::Sample> = dataset.samples_of(&split.train).collect();
+    let step = (train.len() / limit.max(1)).max(1);
+    train
+        .iter()
+        .step_by(step)
+        .take(limit)
+        .filter_map(|s| {
+            let bytes = s.source.read().ok()?;
+            autograph_shared::preprocess_bytes(&bytes, config).ok().map(|p| p.pixels)
+        })
+        .collect()
+}
+
+/// What `quantize` measured, saved as `quantize_report.json` beside the bundle.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantizeSummary {
+    pub quantizer: serde_json::Value,
+    pub tract_ops_int8: Vec<String>,
+    pub latency_ms: serde_json::Value,
+    pub f32_bytes: u64,
+    pub int8_bytes: u64,
+    pub default_precision: Precision,
+    pub why: String,
+}
+
+/// Quantizes the bundle's f32 model to int8 (calibrated on training writers), calibrates the
+/// int8 model's own thresholds on validation writers, measures it on test writers with tract,
+/// and records which precision the device should use by default.
+pub fn quantize_bundle(bundle: &Path, data: &[PathBuf]) -> Result<(Manifest, QuantizeSummary)> {
+    use crate::export::TractEmbedder;
+    use crate::quantize::{QuantizeOptions, describe_tract_ops, quantize, tract_latency_compare};
+    use autograph_shared::manifest::MODEL_INT8_FILE;
+
+    let mut manifest = Manifest::load(bundle)?;
+    let f32_bytes = manifest.read_model(bundle, Precision::F32)?;
+    let split = manifest
+        .provenance
+        .split
+        .clone()
+        .context("the manifest records no writer split; re-export the bundle with this version")?;
+    let dataset = load_data(data)?;
+    let preprocess = manifest.preprocess.clone();
+    let (h, w) = (preprocess.height as usize, preprocess.width as usize);
+    let calibration = calibration_images(&dataset, &split, &preprocess, 256);
+    anyhow::ensure!(calibration.len() >= 8, "only {} calibration images could be read", calibration.len());
+    let quantized = quantize(&f32_bytes, &calibration, (h, w), &QuantizeOptions::default())?;
+    let int8_path = bundle.join(MODEL_INT8_FILE);
+    std::fs::write(&int8_path, &quantized.onnx).with_context(|| format!("writing {}", int8_path.display()))?;
+
+    let references = manifest.f32_model.calibration.references;
+    let mut f32_tract = TractEmbedder::new(&f32_bytes, h, w)?;
+    let f32_eval = evaluate(&mut f32_tract, &dataset, &split, &preprocess, references, "evaluating (tract f32)")?;
+    let mut int8_tract = TractEmbedder::new(&quantized.onnx, h, w)?;
+    let int8_eval = evaluate(&mut int8_tract, &dataset, &split, &preprocess, references, "evaluating (tract int8)")?;
+    let latency = tract_latency_compare(&f32_bytes, &quantized.onnx, (h, w), 30)?;
+
+    // int8 becomes the default only if it is as accurate (within 0.5 points of EER on test
+    // writers, skilled and random) and faster in tract on this machine.
+    let eer = |m: &autograph_shared::protocol::VerificationMetrics| {
+        (m.skilled.map(|s| s.eer).unwrap_or(0.0), m.random.map(|r| r.eer).unwrap_or(0.0))
+    };
+    let (fs, fr) = eer(&f32_eval.test);
+    let (is, ir) = eer(&int8_eval.test);
+    let accurate = (is - fs).abs() <= 0.005 && (ir - fr).abs() <= 0.005;
+    let (f32_ms, int8_ms) = (latency.f32_median.as_secs_f64() * 1e3, latency.int8_median.as_secs_f64() * 1e3);
+    let latency_json = serde_json::json!({ "tract_f32_median": f32_ms, "tract_int8_median": int8_ms, "runs": latency.runs });
+    let faster = int8_ms < f32_ms;
+    let default_precision = if accurate && faster { Precision::Int8 } else { Precision::F32 };
+    let why = format!(
+        "test EER skilled/random: f32 {:.2}%/{:.2}%, int8 {:.2}%/{:.2}% ({}); tract latency f32 {:.2} ms, int8 {:.2} ms ({})",
+        fs * 100.0,
+        fr * 100.0,
+        is * 100.0,
+        ir * 100.0,
+        if accurate { "within 0.5 points" } else { "NOT within 0.5 points" },
+        f32_ms,
+        int8_ms,
+        if faster { "int8 faster" } else { "int8 not faster" }
+    );
+
+    manifest.int8_model = Some(describe_model_file(bundle, MODEL_INT8_FILE, int8_eval.calibration)?);
+    manifest.default_precision = default_precision;
+    let mut metrics = manifest.test_metrics.as_object().cloned().unwrap_or_default();
+    metrics.insert("f32_tract".into(), serde_json::to_value(f32_eval.test)?);
+    metrics.insert("int8".into(), serde_json::to_value(int8_eval.test)?);
+    manifest.test_metrics = serde_json::Value::Object(metrics);
+    manifest.save(bundle)?;
+
+    let summary = QuantizeSummary {
+        quantizer: serde_json::to_value(&quantized.report)?,
+        tract_ops_int8: describe_tract_ops(&quantized.onnx)?,
+        latency_ms: latency_json,
+        f32_bytes: f32_bytes.len() as u64,
+        int8_bytes: quantized.onnx.len() as u64,
+        default_precision,
+        why,
+    };
+    let report_path = bundle.join("quantize_report.json");
+    std::fs::write(&report_path, serde_json::to_string_pretty(&summary)? + "\n")
+        .with_context(|| format!("writing {}", report_path.display()))?;
+    Ok((manifest, summary))
+}
+
+/// Parity figures of `check-bundle`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParityReport {
+    pub images: usize,
+    /// burn vs tract on the f32 file (only with a checkpoint).
+    pub burn_vs_tract_f32_max_abs: Option<f32>,
+    /// Lowest per-image cosine between int8 and f32 embeddings in tract.
+    pub int8_vs_f32_min_cosine: Option<f32>,
+    pub passed: bool,
+}
+
+/// Checks a bundle: manifest version, hashes, both files load in tract, and parity on real
+/// images: burn vs tract (≤ 1e-4, with `checkpoint`) and int8 vs f32 (cosine ≥ 0.99).
+pub fn check_bundle(bundle: &Path, data: &[PathBuf], checkpoint: Option<&Path>, device: &Device) -> Result<ParityReport> {
+    use crate::export::TractEmbedder;
+    use autograph_shared::protocol::Embedder;
+    let manifest = Manifest::load(bundle)?;
+    let f32_bytes = manifest.read_model(bundle, Precision::F32)?;
+    let int8_bytes = match manifest.int8_model {
+        Some(_) => Some(manifest.read_model(bundle, Precision::Int8)?),
+        None => None,
+    };
+    let preprocess = manifest.preprocess.clone();
+    let (h, w) = (preprocess.height as usize, preprocess.width as usize);
+    let mut f32_tract = TractEmbedder::new(&f32_bytes, h, w).context("model.onnx does not load in tract")?;
+    let mut int8_tract = match &int8_bytes {
+        Some(b) => Some(TractEmbedder::new(b, h, w).context("model.int8.onnx does not load in tract")?),
+        None => None,
+    };
+    let images: Vec<autograph_shared::Preprocessed> = if data.is_empty() {
+        Vec::new()
+    } else {
+        let dataset = load_data(data)?;
+        let step = (dataset.samples.len() / 32).max(1);
+        dataset
+            .samples
+            .iter()
+            .step_by(step)
+            .take(32)
+            .filter_map(|s| autograph_shared::preprocess_bytes(&s.source.read().ok()?, &preprocess).ok())
+            .collect()
+    };
+    let tract_f32 = f32_tract.embed(&images)?;
+    let burn_vs_tract = match checkpoint {
+        Some(dir) => {
+            let mut burn = BurnEmbedder::from_checkpoint(&checkpoint_of(dir), device)?;
+            let from_burn = burn.embed(&images)?;
+            Some(max_abs_diff(&from_burn, &tract_f32))
+        }
+        None => None,
+    };
+    let int8_cos = match int8_tract.as_mut() {
+        Some(e) => {
+            let q = e.embed(&images)?;
+            Some(q.iter().zip(&tract_f32).map(|(a, b)| cosine(a, b)).fold(f32::INFINITY, f32::min))
+        }
+        None => None,
+    };
+    let passed = burn_vs_tract.is_none_or(|d| d <= 1e-4) && int8_cos.is_none_or(|c| c >= 0.99);
+    Ok(ParityReport { images: images.len(), burn_vs_tract_f32_max_abs: burn_vs_tract, int8_vs_f32_min_cosine: int8_cos, passed })
+}
+
+fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb).max(f32::MIN_POSITIVE)
+}

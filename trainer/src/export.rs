@@ -103,6 +103,53 @@ pub fn run_tract(model_bytes: &[u8], images: &[Vec<f32>], height: usize, width: 
     Ok(flat.chunks(d).map(<[f32]>::to_vec).collect())
 }
 
+/// tract as an [`Embedder`]: how the trainer measures its own exported files (f32 and int8)
+/// with the same protocol as burn. Runs one image at a time, as the kiosk does.
+pub struct TractEmbedder {
+    model: std::sync::Arc<tract_onnx::prelude::TypedSimplePlan>,
+    height: usize,
+    width: usize,
+}
+
+impl std::fmt::Debug for TractEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TractEmbedder({}x{})", self.height, self.width)
+    }
+}
+
+impl TractEmbedder {
+    pub fn new(model_bytes: &[u8], height: usize, width: usize) -> anyhow::Result<Self> {
+        use tract_onnx::prelude::*;
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut std::io::Cursor::new(model_bytes))?
+            .with_input_fact(0, f32::fact([1, 1, height, width]).into())?
+            .into_optimized()?
+            .into_runnable()?;
+        Ok(Self { model, height, width })
+    }
+}
+
+impl autograph_shared::protocol::Embedder for TractEmbedder {
+    fn embed(
+        &mut self,
+        batch: &[autograph_shared::Preprocessed],
+    ) -> Result<Vec<Vec<f32>>, autograph_shared::protocol::EmbedError> {
+        use tract_onnx::prelude::*;
+        let err = |e: String| autograph_shared::protocol::EmbedError(e);
+        batch
+            .iter()
+            .map(|p| {
+                let input = tract_ndarray::Array4::from_shape_vec((1, 1, self.height, self.width), p.pixels.clone())
+                    .map_err(|e| err(e.to_string()))?
+                    .into_tensor();
+                let out = self.model.run(tvec!(input.into())).map_err(|e| err(e.to_string()))?;
+                let view = out[0].to_plain_array_view::<f32>().map_err(|e| err(e.to_string()))?;
+                Ok(view.iter().copied().collect())
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
