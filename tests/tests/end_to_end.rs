@@ -1,0 +1,143 @@
+//! train tiny -> export -> quantize -> check parity -> enrol -> verify, across the crates,
+//! on synthetic writers drawn in the test (no real data needed).
+
+use std::path::Path;
+
+use autograph_device::engine::{Bundle, Engine, EngineOptions};
+use autograph_shared::dataset::Dataset;
+use autograph_shared::dataset::splits::WriterSplit;
+use autograph_shared::gallery::KioskGallery;
+use autograph_shared::manifest::{Manifest, Precision};
+use autograph_shared::preprocess::PreprocessConfig;
+use autograph_trainer::bundle::{RunInfo, check_bundle, export_bundle, quantize_bundle};
+use autograph_trainer::model::ModelConfig;
+use autograph_trainer::train::{LrSchedule, TrainingConfig, train};
+use burn::prelude::Device;
+use image::{GrayImage, Luma};
+
+const H: usize = 32;
+const W: usize = 64;
+
+/// Writer `w`'s signature: a wave whose frequency and slant belong to the writer, with a small
+/// per-sample wobble; forgeries copy the frequency but not the slant.
+fn draw(writer: usize, sample: usize, forged: bool) -> GrayImage {
+    let mut img = GrayImage::from_pixel(240, 100, Luma([245]));
+    let freq = 2.0 + writer as f32 * 1.3;
+    let slant = if forged { -0.15 } else { 0.1 + writer as f32 * 0.05 };
+    let wobble = sample as f32 * 0.04;
+    for i in 0..2000 {
+        let t = i as f32 / 2000.0;
+        let x = 20.0 + 200.0 * t;
+        let y = 50.0 + 25.0 * (t * freq * 6.28 + wobble).sin() + slant * (x - 120.0);
+        for d in 0..2u32 {
+            let (px, py) = ((x as u32 + d).min(239), (y.clamp(0.0, 99.0)) as u32);
+            img.put_pixel(px, py, Luma([20]));
+        }
+    }
+    img
+}
+
+fn write_dataset(root: &Path, writers: usize) {
+    for w in 0..writers {
+        for (sub, forged, n) in [("genuine", false, 6), ("forged", true, 2)] {
+            let dir = root.join(format!("writer{w}/{sub}"));
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            for s in 0..n {
+                draw(w, s, forged).save(dir.join(format!("{s}.png"))).expect("save");
+            }
+        }
+    }
+}
+
+fn tiny_config() -> TrainingConfig {
+    TrainingConfig::new()
+        .with_model(ModelConfig::new().with_height(H).with_width(W).with_channels(vec![8, 16]))
+        .with_preprocess(PreprocessConfig { height: H as u32, width: W as u32, ..PreprocessConfig::default() })
+        .with_epochs(3)
+        .with_steps_per_epoch(10)
+        .with_writers_per_batch(3)
+        .with_genuine_per_writer(3)
+        .with_forgeries_per_writer(1)
+        .with_learning_rate(1e-3)
+        .with_warmup_steps(0)
+        .with_lr_schedule(LrSchedule::Constant)
+        .with_augment(false)
+        .with_patience(0)
+        .with_validation_references(2)
+        .with_seed(3)
+}
+
+#[test]
+fn train_export_quantize_enrol_verify() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    write_dataset(&data, 8);
+    let dataset = Dataset::load(&data).expect("dataset");
+    let writers = dataset.writers();
+    let split = WriterSplit {
+        train: writers[..4].to_vec(),
+        validation: writers[4..6].to_vec(),
+        test: writers[6..].to_vec(),
+    };
+    let run = tmp.path().join("run");
+    RunInfo { data: vec![data.clone()], dataset: dataset.name.clone(), content_hash: dataset.content_hash.clone(), split: split.clone() }
+        .save(&run)
+        .expect("run info");
+    let device = Device::flex();
+    train(&tiny_config(), &dataset, &split, &run, &device, false).expect("train");
+
+    // Export: thresholds from validation writers, figures on test writers, split recorded.
+    let bundle_dir = tmp.path().join("bundle");
+    let manifest = export_bundle(&run, &bundle_dir, None, &device).expect("export");
+    assert_eq!(manifest.provenance.split.as_ref(), Some(&split));
+    assert_eq!(manifest.input_shape, [1, H as u32, W as u32]);
+    assert!(manifest.test_metrics["f32"]["random"]["eer"].is_number(), "{}", manifest.test_metrics);
+
+    // Quantize: int8 file beside the f32 one, with its own calibration.
+    let (manifest, summary) = quantize_bundle(&bundle_dir, std::slice::from_ref(&data)).expect("quantize");
+    let int8 = manifest.int8_model.as_ref().expect("int8 model in manifest");
+    assert!(int8.bytes < manifest.f32_model.bytes);
+    assert!(!summary.tract_ops_int8.is_empty());
+
+    // Parity: burn vs tract f32 and int8 vs f32 on the data set's images.
+    let parity = check_bundle(&bundle_dir, std::slice::from_ref(&data), Some(&run), &device).expect("check");
+    assert!(parity.images > 0);
+    let diff = parity.burn_vs_tract_f32_max_abs.expect("burn compared");
+    assert!(diff <= 1e-4, "burn vs tract {diff}");
+    let cos = parity.int8_vs_f32_min_cosine.expect("int8 compared");
+    assert!(cos >= 0.99, "int8 vs f32 cosine {cos}");
+
+    // Device: enrol a test writer from genuine references and score held-out samples with
+    // both precisions. A few seconds of training on drawn waves does not make a discriminating
+    // model (real-data runs measure that); here the runtime path must work and f32 and int8
+    // must agree.
+    let mut scores = Vec::new();
+    for precision in [Precision::F32, Precision::Int8] {
+        let bundle = Bundle::open(&bundle_dir).expect("bundle");
+        let options = EngineOptions { precision: Some(precision), ..Default::default() };
+        let mut engine = Engine::open(bundle, options).expect("engine");
+        let mut gallery = KioskGallery::new_boxed();
+        let mut template = |w: &str, sub: &str, s: usize| {
+            let p = engine.preprocess_file(&data.join(format!("{w}/{sub}/{s}.png"))).expect("preprocess");
+            engine.template(&p).expect("embed")
+        };
+        let (target, other) = (&split.test[0], &split.test[1]);
+        let refs: Vec<_> = (0..3).map(|s| template(target, "genuine", s)).collect();
+        gallery.enroll(target, &refs, 0, false).expect("enrol");
+        let other_refs: Vec<_> = (0..3).map(|s| template(other, "genuine", s)).collect();
+        gallery.enroll(other, &other_refs, 0, false).expect("enrol");
+        let probes = [template(target, "genuine", 5), template(target, "forged", 0), template(other, "genuine", 5)];
+        let row: Vec<f32> = probes.iter().map(|p| gallery.verify_score(target, p).expect("enrolled")).collect();
+        assert!(row.iter().all(|s| s.is_finite() && (-1.05..=1.05).contains(s)), "{precision:?}: {row:?}");
+        assert_eq!(gallery.top_k::<2>(&probes[0]).len(), 2);
+        scores.push(row);
+    }
+    for (f, q) in scores[0].iter().zip(&scores[1]) {
+        assert!((f - q).abs() < 0.05, "f32 score {f} vs int8 score {q}");
+    }
+
+    // A tampered bundle is refused by the device with a hash mismatch.
+    std::fs::write(bundle_dir.join("model.onnx"), b"tampered").expect("write");
+    let reopened = Manifest::load(&bundle_dir).expect("manifest").read_model(&bundle_dir, Precision::F32);
+    assert!(reopened.is_err());
+}
