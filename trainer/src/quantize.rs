@@ -11,13 +11,14 @@
 //!
 //! Pipeline of [`quantize`]: decode the ModelProto, canonicalize it (Constant nodes to
 //! initializers, BatchNormalization folded into the preceding Conv, Gemm split into
-//! MatMul + Add), calibrate activation ranges by running the canonical f32 model in tract with
-//! the relevant intermediate tensors exposed as outputs, build one int8 graph per calibration
-//! method (min/max and percentile by default), and keep the one whose embeddings are closest
-//! (mean cosine) to the f32 model on held-out calibration images.
+//! MatMul + Add, cross-layer equalization for the per-tensor form), calibrate activation
+//! ranges by running the canonical f32 model in tract with the relevant intermediate tensors
+//! exposed as outputs, build one int8 graph per (weight granularity, calibration method) and
+//! keep the best by mean cosine to the f32 embeddings on held-out calibration images.
 //!
-//! Numerics: weights are symmetric int8 per output channel (zero point 0, range ±127 so no
-//! kernel can hit the asymmetric -128 corner), biases int32 with scale
+//! Numerics: weights are symmetric int8 (zero point 0, range ±127 so no kernel can hit the
+//! asymmetric -128 corner), per tensor or per output channel (see [`WeightGranularity`] for
+//! why per-tensor is preferred with tract), biases int32 with scale
 //! `input_scale * weight_scale`, activations asymmetric 8-bit (int8 by default: tract's
 //! integer convolution works on i8 internally, u8 inputs cost an extra shift). A ReLU after a
 //! Conv is folded into the QLinearConv output range: with zero point at the type minimum the
@@ -29,15 +30,15 @@ use std::time::Duration;
 use prost::Message;
 use serde::Serialize;
 use thiserror::Error;
+#[cfg(test)]
 use tract_onnx::pb::attribute_proto::AttributeType;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
-    TensorProto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
 };
 
-/// Lowest default-domain opset that has per-axis QuantizeLinear/DequantizeLinear and 8-bit
-/// MaxPool.
+/// Lowest default-domain opset the int8 graph needs (QLinearConv/QLinearMatMul: 10, 8-bit
+/// MaxPool: 12, per-axis Quantize/DequantizeLinear: 13); higher source opsets are kept.
 const MIN_OPSET: i64 = 13;
 
 /// Everything that can go wrong; input problems are reported, never panicked on.
@@ -92,6 +93,26 @@ impl ActivationType {
     }
 }
 
+/// Granularity of the int8 weight scales.
+///
+/// Why it matters (measured, tract 0.23.9): tract fuses the requantization into its int8
+/// matmul kernel only when the combined `x_scale * w_scale / y_scale` is one number. With
+/// per-channel weight scales it runs as separate element-wise passes over the i32
+/// accumulators (`Scale`, zero point `Add`, `Min`, `Max`, `Cast`) and the int8 model ends up
+/// several times *slower* than f32; with per-tensor scales the whole conv is one kernel.
+/// Per-tensor weights are made almost as accurate as per-channel by cross-layer
+/// equalization (see [`quantize`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum WeightGranularity {
+    /// One scale per output channel: most accurate, slow requantization in tract.
+    PerChannel,
+    /// One scale per tensor, after cross-layer equalization: fused, fast in tract.
+    PerTensor,
+    /// Per-tensor when its held-out mean cosine reaches `auto_min_cosine`, otherwise the
+    /// more accurate of the two.
+    Auto,
+}
+
 /// Knobs of [`quantize`]; the defaults are what the bundle exporter uses.
 #[derive(Debug, Clone)]
 pub struct QuantizeOptions {
@@ -102,6 +123,9 @@ pub struct QuantizeOptions {
     pub activation_type: ActivationType,
     /// Run MaxPool on the 8-bit tensors (tract accepts it) instead of in float.
     pub quantized_max_pool: bool,
+    pub weight_granularity: WeightGranularity,
+    /// Accuracy floor for [`WeightGranularity::Auto`] to settle for the fast per-tensor form.
+    pub auto_min_cosine: f64,
     /// Histogram resolution for the percentile method.
     pub histogram_bins: usize,
 }
@@ -113,6 +137,8 @@ impl Default for QuantizeOptions {
             holdout_fraction: 0.25,
             activation_type: ActivationType::I8,
             quantized_max_pool: true,
+            weight_granularity: WeightGranularity::Auto,
+            auto_min_cosine: 0.998,
             histogram_bins: 2048,
         }
     }
@@ -129,7 +155,11 @@ pub struct QuantizedModel {
 #[derive(Debug, Clone, Serialize)]
 pub struct QuantizeReport {
     pub method: CalibrationMethod,
+    /// `PerChannel` or `PerTensor` (never `Auto`).
+    pub weight_granularity: WeightGranularity,
     pub activation_type: ActivationType,
+    /// Conv/MatMul pairs rescaled by cross-layer equalization (per-tensor form only).
+    pub equalized_pairs: usize,
     /// Every candidate method with its held-out cosine scores.
     pub candidates: Vec<CandidateScore>,
     /// Mean cosine(int8, f32) of the chosen model on the held-out images.
@@ -149,6 +179,7 @@ pub struct QuantizeReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct CandidateScore {
     pub method: CalibrationMethod,
+    pub weight_granularity: WeightGranularity,
     pub mean_cosine: f64,
     pub min_cosine: f64,
 }
@@ -210,50 +241,71 @@ pub fn quantize(
     validate_images(calibration, input_hw)?;
 
     let (calib, holdout, holdout_disjoint) = split_holdout(calibration, options.holdout_fraction);
-    let canonical = canonicalize(&original)?;
-    let plan = plan(canonical_graph(&canonical)?)?;
-    let tensors: Vec<String> = plan.calibrate.iter().cloned().collect();
-    let ranges = calibrate(&canonical, &tensors, &calib, input_hw, options)?;
-
     let reference = engine::Runner::new(&original, input_hw, None)?;
-    let expected = holdout
-        .iter()
-        .map(|image| Ok(reference.run(image)?.swap_remove(0)))
-        .collect::<Result<Vec<_>>>()?;
+    let expected = holdout.iter().map(|image| Ok(reference.run(image)?.swap_remove(0))).collect::<Result<Vec<_>>>()?;
 
-    let mut best: Option<(Vec<u8>, Vec<LayerReport>, CandidateScore)> = None;
+    let granularities: &[WeightGranularity] = match options.weight_granularity {
+        WeightGranularity::Auto => &[WeightGranularity::PerTensor, WeightGranularity::PerChannel],
+        WeightGranularity::PerTensor => &[WeightGranularity::PerTensor],
+        WeightGranularity::PerChannel => &[WeightGranularity::PerChannel],
+    };
+    // Best candidate per granularity, in `granularities` order.
+    let mut finalists: Vec<Candidate> = Vec::new();
     let mut candidates = Vec::new();
-    for (method, method_ranges) in ranges {
-        let (model, layers) = emit(&original, &canonical, &plan, &method_ranges, options)?;
-        let bytes = model.encode_to_vec();
-        let runner = engine::Runner::new(&model, input_hw, None)?;
-        let mut cosines = Vec::with_capacity(holdout.len());
-        for (image, reference) in holdout.iter().zip(&expected) {
-            let output = runner.run(image)?.swap_remove(0);
-            cosines.push(cosine(&output, reference));
+    for &granularity in granularities {
+        // Equalization only pays off when one scale must serve all channels; left out of the
+        // per-channel form it keeps that form's activation ranges untouched.
+        let equalize = granularity == WeightGranularity::PerTensor;
+        let (canonical, equalized_pairs) = canonicalize(&original, equalize)?;
+        let plan = plan(canonical_graph(&canonical)?)?;
+        let tensors: Vec<String> = plan.calibrate.iter().cloned().collect();
+        let ranges = calibrate(&canonical, &tensors, &calib, input_hw, options)?;
+        let mut best: Option<Candidate> = None;
+        for (method, method_ranges) in ranges {
+            let (model, layers) = emit(&original, &canonical, &plan, &method_ranges, options, granularity)?;
+            let runner = engine::Runner::new(&model, input_hw, None)?;
+            let mut cosines = Vec::with_capacity(holdout.len());
+            for (image, reference) in holdout.iter().zip(&expected) {
+                let output = runner.run(image)?.swap_remove(0);
+                cosines.push(cosine(&output, reference));
+            }
+            let score = CandidateScore {
+                method,
+                weight_granularity: granularity,
+                mean_cosine: cosines.iter().sum::<f64>() / cosines.len().max(1) as f64,
+                min_cosine: cosines.iter().copied().fold(f64::INFINITY, f64::min),
+            };
+            log::info!(
+                "int8 {:?} weights, {:?} calibration: mean cosine {:.5}, min {:.5}",
+                granularity,
+                method,
+                score.mean_cosine,
+                score.min_cosine
+            );
+            candidates.push(score.clone());
+            if best.as_ref().is_none_or(|b| score.mean_cosine > b.score.mean_cosine) {
+                let onnx = model.encode_to_vec();
+                best = Some(Candidate { onnx, layers, score, equalized_pairs });
+            }
         }
-        let score = CandidateScore {
-            method,
-            mean_cosine: cosines.iter().sum::<f64>() / cosines.len().max(1) as f64,
-            min_cosine: cosines.iter().copied().fold(f64::INFINITY, f64::min),
-        };
-        log::info!(
-            "int8 calibration {:?}: mean cosine {:.5}, min {:.5}",
-            method,
-            score.mean_cosine,
-            score.min_cosine
-        );
-        candidates.push(score.clone());
-        let better = best.as_ref().is_none_or(|(_, _, b)| score.mean_cosine > b.mean_cosine);
-        if better {
-            best = Some((bytes, layers, score));
-        }
+        finalists.extend(best);
     }
-    let (onnx, layers, score) =
-        best.ok_or_else(|| QuantizeError::InvalidOptions("no calibration method".into()))?;
+    let fast_enough = |c: &Candidate| {
+        c.score.weight_granularity == WeightGranularity::PerTensor && c.score.mean_cosine >= options.auto_min_cosine
+    };
+    let chosen = match finalists.iter().position(fast_enough) {
+        Some(index) => finalists.swap_remove(index),
+        None => finalists
+            .into_iter()
+            .max_by(|a, b| a.score.mean_cosine.total_cmp(&b.score.mean_cosine))
+            .ok_or_else(|| QuantizeError::InvalidOptions("no calibration method".into()))?,
+    };
+    let Candidate { onnx, layers, score, equalized_pairs } = chosen;
     let report = QuantizeReport {
         method: score.method,
+        weight_granularity: score.weight_granularity,
         activation_type: options.activation_type,
+        equalized_pairs,
         candidates,
         mean_cosine: score.mean_cosine,
         min_cosine: score.min_cosine,
@@ -266,6 +318,14 @@ pub fn quantize(
         size_ratio: onnx.len() as f64 / f32_model.len().max(1) as f64,
     };
     Ok(QuantizedModel { onnx, report })
+}
+
+/// One scored int8 model.
+struct Candidate {
+    onnx: Vec<u8>,
+    layers: Vec<LayerReport>,
+    score: CandidateScore,
+    equalized_pairs: usize,
 }
 
 /// Lists what tract actually executes for a model after `into_optimized()`, one line per
@@ -307,9 +367,7 @@ fn validate_options(options: &QuantizeOptions) -> Result<()> {
         if let CalibrationMethod::Percentile(p) = method
             && !(*p > 50.0 && *p <= 100.0)
         {
-            return Err(QuantizeError::InvalidOptions(format!(
-                "percentile {p} is outside (50, 100]"
-            )));
+            return Err(QuantizeError::InvalidOptions(format!("percentile {p} is outside (50, 100]")));
         }
     }
     if !(0.0..1.0).contains(&options.holdout_fraction) {
@@ -329,10 +387,7 @@ fn decode_model(bytes: &[u8]) -> Result<ModelProto> {
         return Err(QuantizeError::InvalidModel("empty model file".into()));
     }
     let model = ModelProto::decode(bytes)?;
-    let graph = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| QuantizeError::InvalidModel("no graph".into()))?;
+    let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::InvalidModel("no graph".into()))?;
     if graph.node.is_empty() {
         return Err(QuantizeError::InvalidModel("the graph has no nodes".into()));
     }
@@ -340,10 +395,7 @@ fn decode_model(bytes: &[u8]) -> Result<ModelProto> {
 }
 
 fn canonical_graph(model: &ModelProto) -> Result<&GraphProto> {
-    model
-        .graph
-        .as_ref()
-        .ok_or_else(|| QuantizeError::InvalidModel("no graph".into()))
+    model.graph.as_ref().ok_or_else(|| QuantizeError::InvalidModel("no graph".into()))
 }
 
 fn initializer_names(graph: &GraphProto) -> HashSet<&str> {
@@ -353,11 +405,7 @@ fn initializer_names(graph: &GraphProto) -> HashSet<&str> {
 /// The graph inputs that are fed at run time (older exporters also list initializers).
 fn runtime_inputs(graph: &GraphProto) -> Vec<&tract_onnx::pb::ValueInfoProto> {
     let inits = initializer_names(graph);
-    graph
-        .input
-        .iter()
-        .filter(|input| !inits.contains(input.name.as_str()))
-        .collect()
+    graph.input.iter().filter(|input| !inits.contains(input.name.as_str())).collect()
 }
 
 /// One float input `[N, 1, H, W]` and one output: the embedding network's contract.
@@ -367,30 +415,19 @@ fn check_io(model: &ModelProto, (h, w): (usize, usize)) -> Result<()> {
     let graph = canonical_graph(model)?;
     let inputs = runtime_inputs(graph);
     let [input] = inputs.as_slice() else {
-        return Err(QuantizeError::Unsupported(format!(
-            "expected one model input, found {}",
-            inputs.len()
-        )));
+        return Err(QuantizeError::Unsupported(format!("expected one model input, found {}", inputs.len())));
     };
     if graph.output.len() != 1 {
-        return Err(QuantizeError::Unsupported(format!(
-            "expected one model output, found {}",
-            graph.output.len()
-        )));
+        return Err(QuantizeError::Unsupported(format!("expected one model output, found {}", graph.output.len())));
     }
     if h == 0 || w == 0 {
         return Err(QuantizeError::InvalidOptions(format!("input size {h}x{w}")));
     }
-    let Some(type_proto::Value::TensorType(tensor)) =
-        input.r#type.as_ref().and_then(|t| t.value.as_ref())
-    else {
+    let Some(type_proto::Value::TensorType(tensor)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
         return Ok(()); // untyped input: tract gets the shape from us
     };
     if tensor.elem_type != DataType::Float as i32 {
-        return Err(QuantizeError::Unsupported(format!(
-            "input `{}` is not float32",
-            input.name
-        )));
+        return Err(QuantizeError::Unsupported(format!("input `{}` is not float32", input.name)));
     }
     if let Some(shape) = &tensor.shape {
         if shape.dim.len() != 4 {
@@ -461,15 +498,12 @@ fn attr_float(node: &NodeProto, name: &str, default: f32) -> f32 {
     attr(node, name).map_or(default, |a| a.f)
 }
 
+#[cfg(test)]
 fn int_attr(name: &str, value: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Int as i32,
-        i: value,
-        ..Default::default()
-    }
+    AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: value, ..Default::default() }
 }
 
+#[cfg(test)]
 fn ints_attr(name: &str, values: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
@@ -481,12 +515,7 @@ fn ints_attr(name: &str, values: &[i64]) -> AttributeProto {
 
 #[cfg(test)]
 fn float_attr(name: &str, value: f32) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Float as i32,
-        f: value,
-        ..Default::default()
-    }
+    AttributeProto { name: name.into(), r#type: AttributeType::Float as i32, f: value, ..Default::default() }
 }
 
 fn make_node(
@@ -500,13 +529,7 @@ fn make_node(
 }
 
 fn raw_tensor(name: String, data_type: DataType, dims: &[i64], raw_data: Vec<u8>) -> TensorProto {
-    TensorProto {
-        name,
-        data_type: data_type as i32,
-        dims: dims.to_vec(),
-        raw_data,
-        ..Default::default()
-    }
+    TensorProto { name, data_type: data_type as i32, dims: dims.to_vec(), raw_data, ..Default::default() }
 }
 
 fn f32_tensor(name: String, dims: &[i64], data: &[f32]) -> TensorProto {
@@ -538,19 +561,17 @@ fn i64_tensor(name: String, dims: &[i64], data: &[i64]) -> TensorProto {
 /// Element count from dims, rejecting negative or overflowing shapes.
 fn element_count(tensor: &TensorProto) -> Result<usize> {
     tensor.dims.iter().try_fold(1usize, |acc, &d| {
-        usize::try_from(d).ok().and_then(|d| acc.checked_mul(d)).ok_or_else(|| {
-            QuantizeError::InvalidModel(format!("tensor `{}` has dims {:?}", tensor.name, tensor.dims))
-        })
+        usize::try_from(d)
+            .ok()
+            .and_then(|d| acc.checked_mul(d))
+            .ok_or_else(|| QuantizeError::InvalidModel(format!("tensor `{}` has dims {:?}", tensor.name, tensor.dims)))
     })
 }
 
 /// Decodes a float32 initializer (raw little-endian or `float_data`).
 fn tensor_f32(tensor: &TensorProto) -> Result<Vec<f32>> {
     if tensor.data_location == Some(1) || !tensor.external_data.is_empty() {
-        return Err(QuantizeError::Unsupported(format!(
-            "initializer `{}` uses external data",
-            tensor.name
-        )));
+        return Err(QuantizeError::Unsupported(format!("initializer `{}` uses external data", tensor.name)));
     }
     if tensor.data_type != DataType::Float as i32 {
         return Err(QuantizeError::Unsupported(format!(
@@ -560,16 +581,11 @@ fn tensor_f32(tensor: &TensorProto) -> Result<Vec<f32>> {
     }
     let count = element_count(tensor)?;
     let values: Vec<f32> = if !tensor.raw_data.is_empty() {
-        tensor
-            .raw_data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
+        tensor.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
     } else {
         tensor.float_data.clone()
     };
-    if values.len() != count || (!tensor.raw_data.is_empty() && tensor.raw_data.len() != count * 4)
-    {
+    if values.len() != count || (!tensor.raw_data.is_empty() && tensor.raw_data.len() != count * 4) {
         return Err(QuantizeError::InvalidModel(format!(
             "initializer `{}` holds {} values for dims {:?}",
             tensor.name,
@@ -612,30 +628,25 @@ impl NameGen {
 }
 
 fn node_label(node: &NodeProto) -> String {
-    if node.name.is_empty() {
-        node.output.first().cloned().unwrap_or_default()
-    } else {
-        node.name.clone()
-    }
+    if node.name.is_empty() { node.output.first().cloned().unwrap_or_default() } else { node.name.clone() }
 }
 
 // ---------------------------------------------------------------------------------------
 // Canonicalization: the f32 graph the calibration runs on and the emitter reads.
 
 /// Constant nodes to initializers, BatchNormalization folded into Conv, Gemm split into
-/// MatMul + Add. The result computes the same function as the input, in f32.
-fn canonicalize(model: &ModelProto) -> Result<ModelProto> {
+/// MatMul + Add and, if asked, cross-layer equalization. The result computes the same
+/// function as the input, in f32. Returns the number of equalized layer pairs.
+fn canonicalize(model: &ModelProto, equalize: bool) -> Result<(ModelProto, usize)> {
     let mut model = model.clone();
-    let graph = model
-        .graph
-        .as_mut()
-        .ok_or_else(|| QuantizeError::InvalidModel("no graph".into()))?;
+    let graph = model.graph.as_mut().ok_or_else(|| QuantizeError::InvalidModel("no graph".into()))?;
     // Intermediate type hints would go stale once tensors change type or disappear.
     graph.value_info.clear();
     constants_to_initializers(graph);
     fold_batch_norms(graph)?;
     split_gemms(graph)?;
-    Ok(model)
+    let pairs = if equalize { equalize_cross_layer(graph)? } else { 0 };
+    Ok((model, pairs))
 }
 
 fn constants_to_initializers(graph: &mut GraphProto) {
@@ -680,14 +691,9 @@ fn fold_batch_norms(graph: &mut GraphProto) -> Result<()> {
     }
     let mut folds = Vec::new();
     {
-        let inits: HashMap<&str, &TensorProto> =
-            graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
-        let producers: HashMap<&str, usize> = graph
-            .node
-            .iter()
-            .enumerate()
-            .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
-            .collect();
+        let inits: HashMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+        let producers: HashMap<&str, usize> =
+            graph.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i))).collect();
         let users = consumers(graph);
         for (bn_index, bn) in graph.node.iter().enumerate() {
             let single_output = bn.output.iter().skip(1).all(String::is_empty);
@@ -696,8 +702,8 @@ fn fold_batch_norms(graph: &mut GraphProto) -> Result<()> {
             }
             let Some(&conv_index) = producers.get(bn.input[0].as_str()) else { continue };
             let conv = &graph.node[conv_index];
-            let exclusive = users.get(bn.input[0].as_str()).is_some_and(|u| u.len() == 1)
-                && !is_graph_output(graph, &bn.input[0]);
+            let exclusive =
+                users.get(bn.input[0].as_str()).is_some_and(|u| u.len() == 1) && !is_graph_output(graph, &bn.input[0]);
             if conv.op_type != "Conv" || conv.output.len() != 1 || !exclusive {
                 continue;
             }
@@ -713,7 +719,7 @@ fn fold_batch_norms(graph: &mut GraphProto) -> Result<()> {
             let (gamma, beta, mean, var) = (gamma?, beta?, mean?, var?);
             if channels == 0
                 || [&gamma, &beta, &mean, &var].iter().any(|p| p.len() != channels)
-                || weight_values.len() % channels != 0
+                || !weight_values.len().is_multiple_of(channels)
             {
                 return Err(QuantizeError::InvalidModel(format!(
                     "BatchNormalization `{}` does not match Conv `{}` channels",
@@ -760,9 +766,7 @@ fn fold_batch_norms(graph: &mut GraphProto) -> Result<()> {
         let weight_name = names.fresh(&format!("{conv_label}.bn_folded.weight"));
         let bias_name = names.fresh(&format!("{conv_label}.bn_folded.bias"));
         graph.initializer.push(f32_tensor(weight_name.clone(), &weight_dims, &fold.weight));
-        graph
-            .initializer
-            .push(f32_tensor(bias_name.clone(), &[fold.bias.len() as i64], &fold.bias));
+        graph.initializer.push(f32_tensor(bias_name.clone(), &[fold.bias.len() as i64], &fold.bias));
         let bn_output = graph.node[fold.bn].output[0].clone();
         let conv = &mut graph.node[fold.conv];
         conv.input[1] = weight_name;
@@ -844,6 +848,191 @@ fn split_gemms(graph: &mut GraphProto) -> Result<()> {
     Ok(())
 }
 
+/// A layer whose output channels feed, through channel-wise positive-homogeneous ops only,
+/// the input channels of the next layer.
+struct EqualizationPair {
+    first_weight: String,
+    first_bias: Option<String>,
+    /// Conv `[O, C, ...]` or MatMul `[C, N]`.
+    second_weight: String,
+    second_is_conv: bool,
+}
+
+/// Sweeps of the pairwise equalization; a conv is second of one pair and first of the next,
+/// so a few passes let the scales settle.
+const EQUALIZATION_SWEEPS: usize = 4;
+
+/// Cross-layer equalization (Nagel et al. 2019, "Data-Free Quantization"): for each pair,
+/// output channel `c` of the first layer is divided by `s_c` and input channel `c` of the
+/// second multiplied by it, with `s_c = sqrt(r1_c / r2_c)` equalizing both weight ranges.
+/// Exact in f32 because ReLU, MaxPool, global average pooling and flattening commute with a
+/// positive per-channel scale; it lets one per-tensor scale fit every channel.
+fn equalize_cross_layer(graph: &mut GraphProto) -> Result<usize> {
+    let pairs = equalization_pairs(graph);
+    if pairs.is_empty() {
+        return Ok(0);
+    }
+    let mut weights: HashMap<String, Vec<f32>> = HashMap::new();
+    let mut dims: HashMap<String, Vec<i64>> = HashMap::new();
+    for tensor in &graph.initializer {
+        let wanted = pairs.iter().any(|p| {
+            p.first_weight == tensor.name
+                || p.second_weight == tensor.name
+                || p.first_bias.as_ref() == Some(&tensor.name)
+        });
+        if wanted {
+            weights.insert(tensor.name.clone(), tensor_f32(tensor)?);
+            dims.insert(tensor.name.clone(), tensor.dims.clone());
+        }
+    }
+    let missing = |name: &str| QuantizeError::InvalidModel(format!("missing initializer `{name}`"));
+    for _ in 0..EQUALIZATION_SWEEPS {
+        for pair in &pairs {
+            let first = weights.get(&pair.first_weight).ok_or_else(|| missing(&pair.first_weight))?;
+            let second = weights.get(&pair.second_weight).ok_or_else(|| missing(&pair.second_weight))?;
+            let spatial = second_dims_len(&dims, &pair.second_weight);
+            let channels = dims.get(&pair.first_weight).and_then(|d| d.first()).copied().unwrap_or(0) as usize;
+            let divides = |len: usize| len >= channels && len.is_multiple_of(channels);
+            if channels == 0 || !divides(first.len()) || !divides(second.len()) {
+                continue;
+            }
+            let per_first = first.len() / channels;
+            let max_abs = |it: &mut dyn Iterator<Item = f32>| it.fold(0.0f32, |m, v| m.max(v.abs()));
+            let r1: Vec<f32> = first.chunks(per_first).map(|row| max_abs(&mut row.iter().copied())).collect();
+            let r2: Vec<f32> = if pair.second_is_conv {
+                // [O, C, spatial...]: input channel c is a strided slab.
+                let outputs = second.len() / (channels * spatial);
+                (0..channels)
+                    .map(|c| {
+                        max_abs(&mut (0..outputs).flat_map(|o| {
+                            let start = (o * channels + c) * spatial;
+                            second[start..start + spatial].iter().copied()
+                        }))
+                    })
+                    .collect()
+            } else {
+                // [C, N]: input channel c is row c.
+                second.chunks(second.len() / channels).map(|row| max_abs(&mut row.iter().copied())).collect()
+            };
+            let scales: Vec<f32> = r1
+                .iter()
+                .zip(&r2)
+                .map(|(a, b)| {
+                    let s = (a / b).sqrt();
+                    if *a > 0.0 && *b > 0.0 && s.is_finite() { s } else { 1.0 }
+                })
+                .collect();
+            let first = weights.get_mut(&pair.first_weight).ok_or_else(|| missing(&pair.first_weight))?;
+            for (row, s) in first.chunks_mut(per_first).zip(&scales) {
+                row.iter_mut().for_each(|v| *v /= s);
+            }
+            if let Some(bias) = &pair.first_bias {
+                let bias = weights.get_mut(bias).ok_or_else(|| missing(bias))?;
+                bias.iter_mut().zip(&scales).for_each(|(v, s)| *v /= s);
+            }
+            let second = weights.get_mut(&pair.second_weight).ok_or_else(|| missing(&pair.second_weight))?;
+            if pair.second_is_conv {
+                for (i, v) in second.iter_mut().enumerate() {
+                    *v *= scales[(i / spatial) % channels];
+                }
+            } else {
+                let per_row = second.len() / channels;
+                for (row, s) in second.chunks_mut(per_row).zip(&scales) {
+                    row.iter_mut().for_each(|v| *v *= s);
+                }
+            }
+        }
+    }
+    for tensor in &mut graph.initializer {
+        if let Some(values) = weights.remove(&tensor.name) {
+            let dims = tensor.dims.clone();
+            *tensor = f32_tensor(tensor.name.clone(), &dims, &values);
+        }
+    }
+    Ok(pairs.len())
+}
+
+/// Product of the spatial dims of a conv weight (1 when absent).
+fn second_dims_len(dims: &HashMap<String, Vec<i64>>, name: &str) -> usize {
+    dims.get(name).map_or(1, |d| d.iter().skip(2).product::<i64>().max(1) as usize)
+}
+
+fn equalization_pairs(graph: &GraphProto) -> Vec<EqualizationPair> {
+    let inits: HashMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    let users = consumers(graph);
+    // Only weights read by this one node may be rescaled.
+    let private_f32 = |name: &str, rank: Option<usize>| {
+        users.get(name).is_some_and(|u| u.len() == 1)
+            && !is_graph_output(graph, name)
+            && inits
+                .get(name)
+                .is_some_and(|t| t.data_type == DataType::Float as i32 && rank.is_none_or(|r| t.dims.len() == r))
+    };
+    let plain_conv = |node: &NodeProto| {
+        node.op_type == "Conv"
+            && node.output.len() == 1
+            && attr_int(node, "group", 1) == 1
+            && node.input.get(1).is_some_and(|w| private_f32(w, Some(4)))
+            && node.input.get(2).is_none_or(|b| b.is_empty() || private_f32(b, Some(1)))
+    };
+    let mut pairs = Vec::new();
+    for node in &graph.node {
+        if !plain_conv(node) {
+            continue;
+        }
+        let channels = inits.get(node.input[1].as_str()).map_or(0, |t| t.dims[0]);
+        let (mut tensor, mut pooled, mut flattened) = (node.output[0].as_str(), false, false);
+        loop {
+            // Shape readers (burn's dynamic Reshape) only see dims, which rescaling keeps.
+            let value_users: Vec<usize> = users
+                .get(tensor)
+                .map(|u| u.iter().copied().filter(|&i| graph.node[i].op_type != "Shape").collect())
+                .unwrap_or_default();
+            let next = match value_users.as_slice() {
+                [only] if !is_graph_output(graph, tensor) => &graph.node[*only],
+                _ => break,
+            };
+            if next.input.first().map(String::as_str) != Some(tensor) {
+                break;
+            }
+            let single = next.output.len() == 1;
+            match next.op_type.as_str() {
+                "Relu" | "MaxPool" if single && !flattened => {}
+                "GlobalAveragePool" if single && !flattened => pooled = true,
+                "Reshape" if single && pooled => flattened = true,
+                "Flatten" if single && pooled && attr_int(next, "axis", 1) == 1 => flattened = true,
+                "Conv" if !pooled && plain_conv(next) => {
+                    let w = next.input[1].as_str();
+                    if inits.get(w).is_some_and(|t| t.dims[1] == channels) {
+                        pairs.push(EqualizationPair {
+                            first_weight: node.input[1].clone(),
+                            first_bias: node.input.get(2).filter(|b| !b.is_empty()).cloned(),
+                            second_weight: w.to_string(),
+                            second_is_conv: true,
+                        });
+                    }
+                    break;
+                }
+                "MatMul" if flattened && next.input.get(1).is_some_and(|b| private_f32(b, Some(2))) => {
+                    let b = next.input[1].as_str();
+                    if inits.get(b).is_some_and(|t| t.dims[0] == channels) {
+                        pairs.push(EqualizationPair {
+                            first_weight: node.input[1].clone(),
+                            first_bias: node.input.get(2).filter(|b| !b.is_empty()).cloned(),
+                            second_weight: b.to_string(),
+                            second_is_conv: false,
+                        });
+                    }
+                    break;
+                }
+                _ => break,
+            }
+            tensor = next.output[0].as_str();
+        }
+    }
+    pairs
+}
+
 /// Drops initializers no node reads any more (folded weights, BN statistics), and their
 /// entries in `graph.input` (old-IR graphs list initializers as inputs too).
 fn prune_initializers(graph: &mut GraphProto) {
@@ -853,12 +1042,8 @@ fn prune_initializers(graph: &mut GraphProto) {
         .flat_map(|n| n.input.iter().cloned())
         .chain(graph.output.iter().map(|o| o.name.clone()))
         .collect();
-    let removed: HashSet<String> = graph
-        .initializer
-        .iter()
-        .filter(|t| !used.contains(&t.name))
-        .map(|t| t.name.clone())
-        .collect();
+    let removed: HashSet<String> =
+        graph.initializer.iter().filter(|t| !used.contains(&t.name)).map(|t| t.name.clone()).collect();
     graph.initializer.retain(|t| used.contains(&t.name));
     graph.input.retain(|i| !removed.contains(&i.name));
 }
@@ -877,12 +1062,9 @@ struct Plan {
 }
 
 fn plan(graph: &GraphProto) -> Result<Plan> {
-    let inits: HashMap<&str, &TensorProto> =
-        graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    let inits: HashMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
     let is_f32_const = |name: &str, rank: Option<usize>| {
-        inits.get(name).is_some_and(|t| {
-            t.data_type == DataType::Float as i32 && rank.is_none_or(|r| t.dims.len() == r)
-        })
+        inits.get(name).is_some_and(|t| t.data_type == DataType::Float as i32 && rank.is_none_or(|r| t.dims.len() == r))
     };
     let users = consumers(graph);
     let mut plan = Plan {
@@ -892,15 +1074,15 @@ fn plan(graph: &GraphProto) -> Result<Plan> {
         calibrate: BTreeSet::new(),
     };
     for (index, node) in graph.node.iter().enumerate() {
-        let dynamic_input =
-            node.input.first().is_some_and(|x| !x.is_empty() && !inits.contains_key(x.as_str()));
+        let dynamic_input = node.input.first().is_some_and(|x| !x.is_empty() && !inits.contains_key(x.as_str()));
         match node.op_type.as_str() {
-            "Conv" if dynamic_input
-                && node.output.len() == 1
-                && node.input.get(1).is_some_and(|w| {
-                    is_f32_const(w, None) && inits.get(w.as_str()).is_some_and(|t| t.dims.len() >= 3)
-                })
-                && node.input.get(2).is_none_or(|b| b.is_empty() || is_f32_const(b, Some(1))) =>
+            "Conv"
+                if dynamic_input
+                    && node.output.len() == 1
+                    && node.input.get(1).is_some_and(|w| {
+                        is_f32_const(w, None) && inits.get(w.as_str()).is_some_and(|t| t.dims.len() >= 3)
+                    })
+                    && node.input.get(2).is_none_or(|b| b.is_empty() || is_f32_const(b, Some(1))) =>
             {
                 let output = &node.output[0];
                 let relu = users
@@ -975,14 +1157,11 @@ fn calibrate(
         }
     }
     let bins = options.histogram_bins;
-    let needs_histogram =
-        options.methods.iter().any(|m| matches!(m, CalibrationMethod::Percentile(_)));
+    let needs_histogram = options.methods.iter().any(|m| matches!(m, CalibrationMethod::Percentile(_)));
     let mut histograms = vec![vec![0u64; bins]; if needs_histogram { tensors.len() } else { 0 }];
     if needs_histogram {
         for image in images {
-            for ((histogram, span), values) in
-                histograms.iter_mut().zip(&spans).zip(runner.run(image)?)
-            {
+            for ((histogram, span), values) in histograms.iter_mut().zip(&spans).zip(runner.run(image)?) {
                 let width = (span.max - span.min).max(f32::MIN_POSITIVE);
                 for v in values {
                     let bin = (((v - span.min) / width) * bins as f32) as usize;
@@ -1075,6 +1254,15 @@ fn quantize_rows(values: &[f32], channels: usize) -> (Vec<i8>, Vec<f32>) {
     (quantized, scales)
 }
 
+/// Weight quantization per `granularity`: `(values, scales)` with one scale per row or one
+/// scale in total.
+fn quantize_weights(values: &[f32], channels: usize, granularity: WeightGranularity) -> (Vec<i8>, Vec<f32>) {
+    match granularity {
+        WeightGranularity::PerChannel | WeightGranularity::Auto => quantize_rows(values, channels),
+        WeightGranularity::PerTensor => quantize_rows(values, 1),
+    }
+}
+
 fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; values.len()];
     for r in 0..rows {
@@ -1099,6 +1287,7 @@ struct QTensor {
 
 struct Emitter<'a> {
     options: &'a QuantizeOptions,
+    granularity: WeightGranularity,
     ranges: &'a HashMap<String, Range>,
     inits: HashMap<String, &'a TensorProto>,
     names: NameGen,
@@ -1126,9 +1315,10 @@ impl<'a> Emitter<'a> {
     }
 
     fn range(&self, tensor: &str) -> Result<Range> {
-        self.ranges.get(tensor).copied().ok_or_else(|| {
-            QuantizeError::InvalidModel(format!("no calibration range for `{tensor}`"))
-        })
+        self.ranges
+            .get(tensor)
+            .copied()
+            .ok_or_else(|| QuantizeError::InvalidModel(format!("no calibration range for `{tensor}`")))
     }
 
     /// Float view of a tensor, dequantizing (once) when only the 8-bit one exists.
@@ -1137,9 +1327,7 @@ impl<'a> Emitter<'a> {
             return Ok(tensor.to_string());
         }
         let Some(q) = self.quant.get(tensor).cloned() else {
-            return Err(QuantizeError::InvalidModel(format!(
-                "tensor `{tensor}` is read before it is produced"
-            )));
+            return Err(QuantizeError::InvalidModel(format!("tensor `{tensor}` is read before it is produced")));
         };
         let node_name = self.names.fresh(&format!("{tensor}_dequantize"));
         self.nodes.push(make_node(
@@ -1196,10 +1384,11 @@ impl<'a> Emitter<'a> {
         let x = self.ensure_quant(&conv.input[0])?;
         let (weight, values) = self.weight(&conv.input[1])?;
         let channels = weight.dims[0].max(0) as usize;
-        if channels == 0 || values.len() % channels != 0 {
+        if channels == 0 || !values.len().is_multiple_of(channels) {
             return Err(QuantizeError::InvalidModel(format!("Conv `{label}` weight dims {:?}", weight.dims)));
         }
-        let (w_q, w_scales) = quantize_rows(&values, channels);
+        let (w_q, w_scales) = quantize_weights(&values, channels, self.granularity);
+        let scale_dims: &[i64] = if w_scales.len() == 1 { &[] } else { &[channels as i64] };
         let bias = match conv.input.get(2).filter(|b| !b.is_empty()) {
             Some(name) => Some(self.weight(name)?.1),
             None => None,
@@ -1219,8 +1408,10 @@ impl<'a> Emitter<'a> {
         let w_scale = self.names.fresh(&format!("{label}.weight_scale"));
         let w_zero = self.names.fresh(&format!("{label}.weight_zero_point"));
         self.new_inits.push(i8_tensor(w_name.clone(), &weight.dims, &w_q));
-        self.new_inits.push(f32_tensor(w_scale.clone(), &[channels as i64], &w_scales));
-        self.new_inits.push(i8_tensor(w_zero.clone(), &[channels as i64], &vec![0; channels]));
+        self.new_inits.push(f32_tensor(w_scale.clone(), scale_dims, &w_scales));
+        // A scalar (not per-channel) zero weight zero point lets tract drop the
+        // `w_zero_point * sum(x)` correction and the per-pixel input sums it needs.
+        self.new_inits.push(i8_tensor(w_zero.clone(), &[], &[0]));
         let mut inputs = vec![
             x.name.clone(),
             x.scale.clone(),
@@ -1234,7 +1425,7 @@ impl<'a> Emitter<'a> {
         if let Some(bias) = bias {
             let b_q: Vec<i32> = bias
                 .iter()
-                .zip(&w_scales)
+                .zip(w_scales.iter().cycle())
                 .map(|(b, s)| {
                     (f64::from(*b) / (f64::from(x.params.scale) * f64::from(*s)))
                         .round()
@@ -1246,13 +1437,7 @@ impl<'a> Emitter<'a> {
             inputs.push(b_name);
         }
         let node_name = self.names.fresh(&format!("{label}_qlinear"));
-        self.nodes.push(make_node(
-            "QLinearConv",
-            node_name,
-            inputs,
-            vec![y.name.clone()],
-            conv.attribute.clone(),
-        ));
+        self.nodes.push(make_node("QLinearConv", node_name, inputs, vec![y.name.clone()], conv.attribute.clone()));
         self.layers.push(LayerReport {
             node: label,
             op: "QLinearConv".into(),
@@ -1276,7 +1461,9 @@ impl<'a> Emitter<'a> {
             return Err(QuantizeError::InvalidModel(format!("MatMul `{label}` weight dims {:?}", weight.dims)));
         }
         // Per output column: quantize the transposed matrix by rows, then transpose back.
-        let (q_t, scales) = quantize_rows(&transpose(&values, k, n), n);
+        let (q_t, scales) = quantize_weights(&transpose(&values, k, n), n, self.granularity);
+        // QLinearMatMul wants b_scale and b_zero_point of the same rank.
+        let scale_dims: &[i64] = if scales.len() == 1 { &[] } else { &[n as i64] };
         let mut w_q = vec![0i8; q_t.len()];
         for c in 0..n {
             for r in 0..k {
@@ -1290,8 +1477,8 @@ impl<'a> Emitter<'a> {
         let w_scale = self.names.fresh(&format!("{label}.weight_scale"));
         let w_zero = self.names.fresh(&format!("{label}.weight_zero_point"));
         self.new_inits.push(i8_tensor(w_name.clone(), &weight.dims, &w_q));
-        self.new_inits.push(f32_tensor(w_scale.clone(), &[n as i64], &scales));
-        self.new_inits.push(i8_tensor(w_zero.clone(), &[n as i64], &vec![0; n]));
+        self.new_inits.push(f32_tensor(w_scale.clone(), scale_dims, &scales));
+        self.new_inits.push(i8_tensor(w_zero.clone(), scale_dims, &vec![0; scales.len()]));
         let node_name = self.names.fresh(&format!("{label}_qlinear"));
         self.nodes.push(make_node(
             "QLinearMatMul",
@@ -1352,11 +1539,13 @@ impl<'a> Emitter<'a> {
         let mut moved = node.clone();
         for (i, input) in node.input.iter().enumerate() {
             // Shape only needs dims, which the 8-bit tensor shares.
-            if node.op_type == "Shape" && i == 0 && !self.float_ok.contains(input) {
-                if let Some(q) = self.quant.get(input) {
-                    moved.input[0] = q.name.clone();
-                    continue;
-                }
+            if node.op_type == "Shape"
+                && i == 0
+                && !self.float_ok.contains(input)
+                && let Some(q) = self.quant.get(input)
+            {
+                moved.input[0] = q.name.clone();
+                continue;
             }
             moved.input[i] = self.ensure_float(input)?;
         }
@@ -1373,10 +1562,12 @@ fn emit(
     plan: &Plan,
     ranges: &HashMap<String, Range>,
     options: &QuantizeOptions,
+    granularity: WeightGranularity,
 ) -> Result<(ModelProto, Vec<LayerReport>)> {
     let graph = canonical_graph(canonical)?;
     let mut emitter = Emitter {
         options,
+        granularity,
         ranges,
         inits: graph.initializer.iter().map(|t| (t.name.clone(), t)).collect(),
         names: NameGen::new(graph),
@@ -1413,12 +1604,8 @@ fn emit(
         .flat_map(|n| n.input.iter().map(String::as_str))
         .chain(graph.output.iter().map(|o| o.name.as_str()))
         .collect();
-    let mut initializer: Vec<TensorProto> = graph
-        .initializer
-        .iter()
-        .filter(|t| used.contains(t.name.as_str()))
-        .cloned()
-        .collect();
+    let mut initializer: Vec<TensorProto> =
+        graph.initializer.iter().filter(|t| used.contains(t.name.as_str())).cloned().collect();
     initializer.extend(emitter.new_inits.iter().filter(|t| used.contains(t.name.as_str())).cloned());
     let kept: HashSet<&str> = initializer.iter().map(|t| t.name.as_str()).collect();
     let all_inits = initializer_names(graph);
@@ -1452,10 +1639,7 @@ fn emit(
     }
     model.metadata_props.push(StringStringEntryProto {
         key: "autograph.quantization".into(),
-        value: format!(
-            "static int8 (per-channel symmetric weights, {:?} activations)",
-            options.activation_type
-        ),
+        value: format!("static int8 ({granularity:?} symmetric weights, {:?} activations)", options.activation_type),
     });
     Ok((model, emitter.layers))
 }
@@ -1512,16 +1696,9 @@ mod engine {
 
     impl Runner {
         /// `outputs` replaces the model outputs (calibration taps on intermediate tensors).
-        pub(super) fn new(
-            model: &ModelProto,
-            hw: (usize, usize),
-            outputs: Option<&[String]>,
-        ) -> Result<Self> {
+        pub(super) fn new(model: &ModelProto, hw: (usize, usize), outputs: Option<&[String]>) -> Result<Self> {
             let mut inference = tract("load the ONNX model", onnx().model_for_proto_model(model))?;
-            tract(
-                "set the input shape",
-                inference.set_input_fact(0, f32::fact([1, 1, hw.0, hw.1]).into()),
-            )?;
+            tract("set the input shape", inference.set_input_fact(0, f32::fact([1, 1, hw.0, hw.1]).into()))?;
             if let Some(outputs) = outputs {
                 tract("expose calibration tensors", inference.select_outputs_by_name(outputs))?;
             }
@@ -1532,10 +1709,7 @@ mod engine {
 
         /// One image in, every model output flattened to f32 out.
         pub(super) fn run(&self, image: &[f32]) -> Result<Vec<Vec<f32>>> {
-            let input = tract(
-                "build the input tensor",
-                Tensor::from_shape(&[1, 1, self.hw.0, self.hw.1], image),
-            )?;
+            let input = tract("build the input tensor", Tensor::from_shape(&[1, 1, self.hw.0, self.hw.1], image))?;
             let outputs = tract("run the model", self.plan.run(tvec!(input.into_tvalue())))?;
             outputs
                 .iter()
@@ -1547,11 +1721,8 @@ mod engine {
         }
 
         pub(super) fn median_latency(&self, image: &[f32], runs: usize) -> Result<Duration> {
-            let input = tract(
-                "build the input tensor",
-                Tensor::from_shape(&[1, 1, self.hw.0, self.hw.1], image),
-            )?
-            .into_tvalue();
+            let input = tract("build the input tensor", Tensor::from_shape(&[1, 1, self.hw.0, self.hw.1], image))?
+                .into_tvalue();
             let mut state = tract("spawn a model state", self.plan.spawn())?;
             for _ in 0..3 {
                 tract("run the model", state.run(tvec!(input.clone())))?;
@@ -1576,8 +1747,7 @@ mod engine {
         runs: usize,
     ) -> Result<Vec<(String, Duration)>> {
         let runner = Runner::new(model, hw, None)?;
-        let input = tract("build the input tensor", Tensor::from_shape(&[1, 1, hw.0, hw.1], image))?
-            .into_tvalue();
+        let input = tract("build the input tensor", Tensor::from_shape(&[1, 1, hw.0, hw.1], image))?.into_tvalue();
         let mut state = tract("spawn", runner.plan.spawn())?;
         let mut times: std::collections::HashMap<String, Duration> = Default::default();
         for _ in 0..runs {
@@ -1586,14 +1756,13 @@ mod engine {
                 state.run_plan_with_eval(tvec!(input.clone()), |ctx, op_state, node, inputs| {
                     let start = Instant::now();
                     let result = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
-                    *times.entry(format!("{} {}", node.op.name(), node.name)).or_default() +=
-                        start.elapsed();
+                    *times.entry(format!("{} {}", node.op.name(), node.name)).or_default() += start.elapsed();
                     result
                 }),
             )?;
         }
         let mut times: Vec<_> = times.into_iter().map(|(k, v)| (k, v / runs as u32)).collect();
-        times.sort_by(|a, b| b.1.cmp(&a.1));
+        times.sort_by_key(|t| std::cmp::Reverse(t.1));
         Ok(times)
     }
 
@@ -1609,8 +1778,7 @@ mod engine {
             if name == "Const" {
                 continue;
             }
-            let types: Vec<String> =
-                node.outputs.iter().map(|o| format!("{:?}", o.fact.datum_type)).collect();
+            let types: Vec<String> = node.outputs.iter().map(|o| format!("{:?}", o.fact.datum_type)).collect();
             let info = node.op.info().unwrap_or_default().join("; ");
             lines.push(format!("{name} {} -> {} | {info}", node.name, types.join(",")));
         }
@@ -1687,9 +1855,11 @@ mod tests {
         )
     }
 
-    /// The op structure burn-onnx 0.22 emits for the embedding net: [Conv -> BatchNormalization
-    /// -> Relu -> MaxPool] blocks, GlobalAveragePool, a dynamic-batch Reshape built from
-    /// Shape/Gather/Concat, Linear as MatMul + Add, and x / max(sqrt(sum(x*x)), eps).
+    /// The op structure burn-onnx 0.22 emits for the embedding net (checked against a real
+    /// export of `model::EmbeddingNet`): [Conv -> BatchNormalization -> Relu -> MaxPool]
+    /// blocks, GlobalAveragePool, a dynamic-batch Reshape built from Shape/Gather/Concat,
+    /// Linear as MatMul -> Reshape -> Add, then the L2 normalisation (here in its clamped
+    /// form x / max(sqrt(sum(x*x)), eps); burn's is x / sqrt(sum(x*x) + eps)).
     fn build_model(seed: u64) -> Vec<u8> {
         let mut rng = Rng(seed);
         let mut nodes = Vec::new();
@@ -1698,9 +1868,8 @@ mod tests {
         let mut in_channels = 1;
         for (block, &out_channels) in CHANNELS.iter().enumerate() {
             let fan_in = (in_channels * 9) as f32;
-            let weight: Vec<f32> = (0..out_channels * in_channels * 9)
-                .map(|_| rng.normal() * (2.0 / fan_in).sqrt())
-                .collect();
+            let weight: Vec<f32> =
+                (0..out_channels * in_channels * 9).map(|_| rng.normal() * (2.0 / fan_in).sqrt()).collect();
             let c = out_channels as i64;
             let w_name = format!("conv{block}.weight");
             inits.push(f32_tensor(w_name.clone(), &[c, in_channels as i64, 3, 3], &weight));
@@ -1728,10 +1897,8 @@ mod tests {
                 .iter()
                 .map(|&(lo, hi)| (0..out_channels).map(|_| rng.uniform(lo, hi)).collect())
                 .collect();
-            let bn_names: Vec<String> = ["gamma", "beta", "mean", "var"]
-                .iter()
-                .map(|p| format!("bn{block}.{p}"))
-                .collect();
+            let bn_names: Vec<String> =
+                ["gamma", "beta", "mean", "var"].iter().map(|p| format!("bn{block}.{p}")).collect();
             for (name, values) in bn_names.iter().zip(&bn) {
                 inits.push(f32_tensor(name.clone(), &[c], values));
             }
@@ -1783,23 +1950,19 @@ mod tests {
             vec![int_attr("axis", 0)],
         ));
         nodes.push(node("Reshape", "flatten", &["gap_out", "reshape_shape"], &["features"], vec![]));
-        let fc: Vec<f32> = (0..in_channels * EMBEDDING)
-            .map(|_| rng.normal() * (1.0 / in_channels as f32).sqrt())
-            .collect();
+        let fc: Vec<f32> =
+            (0..in_channels * EMBEDDING).map(|_| rng.normal() * (1.0 / in_channels as f32).sqrt()).collect();
         inits.push(f32_tensor("fc.weight".into(), &[in_channels as i64, EMBEDDING as i64], &fc));
         let fc_bias: Vec<f32> = (0..EMBEDDING).map(|_| rng.uniform(-0.05, 0.05)).collect();
         inits.push(f32_tensor("fc.bias".into(), &[EMBEDDING as i64], &fc_bias));
         nodes.push(node("MatMul", "fc_matmul", &["features", "fc.weight"], &["fc_matmul"], vec![]));
-        nodes.push(node("Add", "fc_bias", &["fc_matmul", "fc.bias"], &["fc_out"], vec![]));
+        // burn reshapes the product before broadcasting the bias.
+        inits.push(i64_tensor("fc_shape".into(), &[2], &[-1, EMBEDDING as i64]));
+        nodes.push(node("Reshape", "fc_reshape", &["fc_matmul", "fc_shape"], &["fc_reshaped"], vec![]));
+        nodes.push(node("Add", "fc_bias", &["fc_reshaped", "fc.bias"], &["fc_out"], vec![]));
         nodes.push(node("Mul", "l2_square", &["fc_out", "fc_out"], &["l2_sq"], vec![]));
         inits.push(i64_tensor("l2_axes".into(), &[1], &[1]));
-        nodes.push(node(
-            "ReduceSum",
-            "l2_sum",
-            &["l2_sq", "l2_axes"],
-            &["l2_sum"],
-            vec![int_attr("keepdims", 1)],
-        ));
+        nodes.push(node("ReduceSum", "l2_sum", &["l2_sq", "l2_axes"], &["l2_sum"], vec![int_attr("keepdims", 1)]));
         nodes.push(node("Sqrt", "l2_sqrt", &["l2_sum"], &["l2_norm"], vec![]));
         inits.push(f32_tensor("l2_eps".into(), &[], &[1e-12]));
         nodes.push(node("Max", "l2_clamp", &["l2_norm", "l2_eps"], &["l2_clamped"], vec![]));
@@ -1882,6 +2045,10 @@ mod tests {
         let report = &fixture.quantized.report;
         println!("{}", serde_json::to_string_pretty(report).unwrap_or_default());
         assert!(report.mean_cosine >= 0.99, "held-out mean cosine {}", report.mean_cosine);
+        // Auto settles for the fused per-tensor form when it is accurate enough.
+        assert_eq!(report.weight_granularity, WeightGranularity::PerTensor);
+        assert_eq!(report.equalized_pairs, CHANNELS.len());
+        assert_eq!(report.candidates.len(), 4, "2 granularities x 2 calibration methods");
         assert_eq!(report.layers.iter().filter(|l| l.op == "QLinearConv").count(), CHANNELS.len());
         assert_eq!(report.layers.iter().filter(|l| l.op == "QLinearMatMul").count(), 1);
         assert!(report.layers.iter().filter(|l| l.op == "QLinearConv").all(|l| l.relu_fused));
@@ -1931,18 +2098,14 @@ mod tests {
         let f32_ops = describe_tract_ops(&fixture.f32_model).expect("describe f32");
         println!("tract optimized int8 model:\n  {}", int8_ops.join("\n  "));
         println!("tract optimized f32 model:\n  {}", f32_ops.join("\n  "));
-        let integer_matmuls = int8_ops
-            .iter()
-            .filter(|l| l.starts_with("OptMatMul") && l.contains("i32"))
-            .count();
+        let integer_matmuls = int8_ops.iter().filter(|l| l.starts_with("OptMatMul") && l.contains("i32")).count();
         // Three convolutions plus the embedding MatMul.
-        assert!(integer_matmuls >= CHANNELS.len() + 1, "integer matmuls: {integer_matmuls}");
+        assert!(integer_matmuls > CHANNELS.len(), "integer matmuls: {integer_matmuls}");
         let i8_im2col = int8_ops.iter().filter(|l| l.starts_with("Im2col")).count();
         assert!(i8_im2col >= CHANNELS.len() - 1, "im2col nodes: {i8_im2col}");
-        assert!(
-            !int8_ops.iter().any(|l| l.starts_with("OptMatMul") && l.contains("f32")),
-            "a float matmul remains"
-        );
+        assert!(!int8_ops.iter().any(|l| l.starts_with("OptMatMul") && l.contains("f32")), "a float matmul remains");
+        // Requantization fused into the integer kernels: no separate pass over i32 tensors.
+        assert!(!int8_ops.iter().any(|l| l.starts_with("Scale ")), "unfused requantization");
     }
 
     #[test]
@@ -1971,13 +2134,54 @@ mod tests {
     fn quantize_bn_folding_preserves_f32_outputs() {
         let model = build_model(3);
         let proto = decode_model(&model).expect("decodable");
-        let canonical = canonicalize(&proto).expect("canonicalize");
+        let (canonical, pairs) = canonicalize(&proto, false).expect("canonicalize");
+        assert_eq!(pairs, 0);
         let ops: Vec<String> =
             canonical.graph.as_ref().expect("graph").node.iter().map(|n| n.op_type.clone()).collect();
         assert!(!ops.iter().any(|o| o == "BatchNormalization"), "{ops:?}");
         let imgs = images(4, 3);
         let a = run_all(&model, &imgs);
         let b = run_all(&canonical.encode_to_vec(), &imgs);
+        for (a, b) in a.iter().zip(&b) {
+            let max_diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+            assert!(max_diff < 1e-4, "max diff {max_diff}");
+        }
+    }
+
+    /// Max/min ratio of the per-output-channel weight ranges of every Conv.
+    fn channel_range_spread(model: &ModelProto) -> Vec<f32> {
+        let graph = model.graph.as_ref().expect("graph");
+        graph
+            .node
+            .iter()
+            .filter(|n| n.op_type == "Conv")
+            .map(|n| {
+                let w = graph.initializer.iter().find(|t| t.name == n.input[1]).expect("weight");
+                let values = tensor_f32(w).expect("f32");
+                let ranges: Vec<f32> = values
+                    .chunks(values.len() / w.dims[0] as usize)
+                    .map(|r| r.iter().fold(0.0f32, |m, v| m.max(v.abs())))
+                    .collect();
+                ranges.iter().copied().fold(0.0, f32::max) / ranges.iter().copied().fold(f32::INFINITY, f32::min)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn quantize_cross_layer_equalization_is_exact_and_evens_channels() {
+        let model = build_model(3);
+        let proto = decode_model(&model).expect("decodable");
+        let (plain, _) = canonicalize(&proto, false).expect("canonicalize");
+        let (equalized, pairs) = canonicalize(&proto, true).expect("equalize");
+        // conv0 -> conv1, conv1 -> conv2, conv2 -> (GAP, Reshape) -> MatMul.
+        assert_eq!(pairs, CHANNELS.len());
+        let before = channel_range_spread(&plain);
+        let after = channel_range_spread(&equalized);
+        println!("per-channel weight range max/min before {before:?}, after {after:?}");
+        assert!(after[0] < before[0] && after[1] < before[1], "{before:?} -> {after:?}");
+        let imgs = images(4, 3);
+        let a = run_all(&model, &imgs);
+        let b = run_all(&equalized.encode_to_vec(), &imgs);
         for (a, b) in a.iter().zip(&b) {
             let max_diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
             assert!(max_diff < 1e-4, "max diff {max_diff}");
@@ -1999,11 +2203,7 @@ mod tests {
         split_gemms(&mut graph).expect("split");
         let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
         assert_eq!(ops, ["MatMul", "Add"]);
-        let weight = graph
-            .initializer
-            .iter()
-            .find(|t| t.name == graph.node[0].input[1])
-            .expect("matmul weight");
+        let weight = graph.initializer.iter().find(|t| t.name == graph.node[0].input[1]).expect("matmul weight");
         assert_eq!(weight.dims, [2, 3]);
         assert_eq!(tensor_f32(weight).expect("f32"), [2., 6., 10., 4., 8., 12.]);
         assert_eq!(graph.node[1].output, ["y"]);
@@ -2052,16 +2252,10 @@ mod tests {
         }
         for garbage in [&b""[..], b"not an onnx model at all", &[0xff; 64]] {
             let result = quantize(garbage, &calibration, (H, W), &options);
-            assert!(
-                matches!(result, Err(QuantizeError::Decode(_) | QuantizeError::InvalidModel(_))),
-                "{result:?}"
-            );
+            assert!(matches!(result, Err(QuantizeError::Decode(_) | QuantizeError::InvalidModel(_))), "{result:?}");
         }
         let no_graph = ModelProto { ir_version: 8, ..Default::default() }.encode_to_vec();
-        assert!(matches!(
-            quantize(&no_graph, &calibration, (H, W), &options),
-            Err(QuantizeError::InvalidModel(_))
-        ));
+        assert!(matches!(quantize(&no_graph, &calibration, (H, W), &options), Err(QuantizeError::InvalidModel(_))));
         assert!(describe_tract_ops(&model[..model.len() / 2]).is_err());
     }
 
@@ -2071,25 +2265,13 @@ mod tests {
         let options = QuantizeOptions::default();
         assert!(matches!(quantize(&model, &[], (H, W), &options), Err(QuantizeError::EmptyCalibration)));
         let short = vec![vec![0.0; H * W - 1]];
-        assert!(matches!(
-            quantize(&model, &short, (H, W), &options),
-            Err(QuantizeError::ImageSize { index: 0, .. })
-        ));
+        assert!(matches!(quantize(&model, &short, (H, W), &options), Err(QuantizeError::ImageSize { index: 0, .. })));
         let nan = vec![vec![f32::NAN; H * W]];
-        assert!(matches!(
-            quantize(&model, &nan, (H, W), &options),
-            Err(QuantizeError::NonFiniteImage { index: 0 })
-        ));
+        assert!(matches!(quantize(&model, &nan, (H, W), &options), Err(QuantizeError::NonFiniteImage { index: 0 })));
         let wrong_hw = vec![vec![0.0; 32 * 32]];
-        assert!(matches!(
-            quantize(&model, &wrong_hw, (32, 32), &options),
-            Err(QuantizeError::Unsupported(_))
-        ));
+        assert!(matches!(quantize(&model, &wrong_hw, (32, 32), &options), Err(QuantizeError::Unsupported(_))));
         let none = QuantizeOptions { methods: vec![], ..QuantizeOptions::default() };
-        assert!(matches!(
-            quantize(&model, &images(1, 1), (H, W), &none),
-            Err(QuantizeError::InvalidOptions(_))
-        ));
+        assert!(matches!(quantize(&model, &images(1, 1), (H, W), &none), Err(QuantizeError::InvalidOptions(_))));
     }
 
     #[test]
@@ -2108,15 +2290,67 @@ mod tests {
         }
     }
 
+    #[test]
+    #[ignore = "design experiment"]
+    fn quantize_experiment_variants() {
+        let f32_model = build_model(7);
+        let calibration = images(11, 40);
+        let fresh = images(99, 12);
+        let reference = run_all(&f32_model, &fresh);
+        let image = synthetic_image((H, W));
+        let variants = [
+            (
+                "per-channel i8",
+                QuantizeOptions { weight_granularity: WeightGranularity::PerChannel, ..Default::default() },
+            ),
+            (
+                "per-tensor i8",
+                QuantizeOptions { weight_granularity: WeightGranularity::PerTensor, ..Default::default() },
+            ),
+            (
+                "per-channel u8",
+                QuantizeOptions {
+                    weight_granularity: WeightGranularity::PerChannel,
+                    activation_type: ActivationType::U8,
+                    ..Default::default()
+                },
+            ),
+            (
+                "per-tensor u8",
+                QuantizeOptions {
+                    weight_granularity: WeightGranularity::PerTensor,
+                    activation_type: ActivationType::U8,
+                    ..Default::default()
+                },
+            ),
+            ("float maxpool", QuantizeOptions { quantized_max_pool: false, ..Default::default() }),
+        ];
+        for (label, options) in variants {
+            let q = quantize(&f32_model, &calibration, (H, W), &options).expect("quantize");
+            let int8 = run_all(&q.onnx, &fresh);
+            let cosines: Vec<f64> = int8.iter().zip(&reference).map(|(a, b)| cosine(a, b)).collect();
+            let min = cosines.iter().copied().fold(1.0, f64::min);
+            let mean = cosines.iter().sum::<f64>() / cosines.len() as f64;
+            let latency = tract_latency_compare(&f32_model, &q.onnx, (H, W), 50).expect("latency");
+            let proto = decode_model(&q.onnx).expect("decodable");
+            let times = engine::profile(&proto, (H, W), &image, 20).expect("profile");
+            println!(
+                "{label}: method {:?}, fresh cosine mean {mean:.5} min {min:.5}, f32 {:?} int8 {:?}",
+                q.report.method, latency.f32_median, latency.int8_median
+            );
+            for (name, t) in times.iter().take(8) {
+                println!("    {t:>10.1?} {name}");
+            }
+        }
+    }
+
     /// Prints single-thread median latency; never asserts on time.
     /// `cargo test -p autograph-trainer --lib quantize_latency -- --ignored --nocapture`
     #[test]
     #[ignore = "timing report, run on demand"]
     fn quantize_latency_f32_vs_int8() {
         let fixture = fixture();
-        let latency =
-            tract_latency_compare(&fixture.f32_model, &fixture.quantized.onnx, (H, W), 50)
-                .expect("latency");
+        let latency = tract_latency_compare(&fixture.f32_model, &fixture.quantized.onnx, (H, W), 50).expect("latency");
         println!(
             "tract single-thread median over {} runs, 1x1x{H}x{W}: f32 {:?}, int8 {:?}, speedup {:.2}x",
             latency.runs,
