@@ -1,4 +1,7 @@
 //! `autograph-device`: the kiosk runtime. Loads a model bundle, embeds signatures with tract,
 //! and keeps enrolled writers in a fixed-capacity gallery. Never depends on burn.
 
+pub mod commands;
+pub mod engine;
+pub mod replay;
 pub mod store;

@@ -1,1 +1,137 @@
-fn main() {}
+//! `autograph`: enrol, verify and identify handwritten signatures on the kiosk.
+//!
+//! Exit status: 0 accepted / found / done, 1 rejected / not found / check failed, 2 error.
+//! With `--json` every command prints one JSON object on stdout, errors included.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use autograph_device::commands::{
+    self, CommandError, Exit, Report, bench::BenchArgs, enroll::EnrollArgs, gallery::GalleryCommand,
+    identify::IdentifyArgs, verify::VerifyArgs,
+};
+use clap::{Parser, Subcommand};
+
+const ABOUT: &str = "Offline handwritten-signature verification: enrol writers, verify and identify signatures.";
+
+const LONG_ABOUT: &str = "\
+Offline handwritten-signature verification: enrol writers, verify and identify signatures.
+
+A model bundle (--bundle DIR: manifest.json, model.onnx, model.int8.onnx) embeds each
+signature image; the gallery file (--gallery FILE) keeps up to 8 int8 templates for each of
+up to 1024 writers, and is tied to the bundle's model: a gallery from another bundle is
+refused. A signature's score is its mean similarity to the writer's references, compared with
+a threshold calibrated on validation writers (see --far, --against, --threshold).
+
+Exit status: 0 accepted / found / done; 1 rejected, possible replay, not found, or check
+failed; 2 error (bad arguments, unreadable or blank images, damaged bundle or gallery).";
+
+#[derive(Debug, Parser)]
+#[command(name = "autograph", version, about = ABOUT, long_about = LONG_ABOUT)]
+struct Cli {
+    /// Print one JSON object on stdout instead of text (errors too).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enrol 1-8 reference signatures of a writer (all images must be usable, or none is kept).
+    Enroll(EnrollArgs),
+    /// Decide whether a signature is by the claimed writer (exit 0 accepted, 1 rejected).
+    ///
+    /// A probe that is a copy of an enrolled reference is reported as a possible replay and
+    /// rejected.
+    Verify(VerifyArgs),
+    /// Rank the enrolled writers by similarity to a signature (exit 0 if the best reaches the
+    /// threshold).
+    Identify(IdentifyArgs),
+    /// List, remove, export, import or check the gallery.
+    #[command(subcommand)]
+    Gallery(GalleryCommand),
+    /// Measure preprocessing, embedding (each runtime and precision), end-to-end verification
+    /// and KNN latency on one thread.
+    Bench(BenchArgs),
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Enroll(_) => "enroll",
+            Command::Verify(_) => "verify",
+            Command::Identify(_) => "identify",
+            Command::Gallery(GalleryCommand::List(_)) => "gallery list",
+            Command::Gallery(GalleryCommand::Remove { .. }) => "gallery remove",
+            Command::Gallery(GalleryCommand::Export { .. }) => "gallery export",
+            Command::Gallery(GalleryCommand::Import { .. }) => "gallery import",
+            Command::Gallery(GalleryCommand::Check(_)) => "gallery check",
+            Command::Bench(_) => "bench",
+        }
+    }
+
+    fn run(&self) -> Result<Report, CommandError> {
+        match self {
+            Command::Enroll(args) => commands::enroll::run(args),
+            Command::Verify(args) => commands::verify::run(args),
+            Command::Identify(args) => commands::identify::run(args),
+            Command::Gallery(command) => commands::gallery::run(command),
+            Command::Bench(args) => commands::bench::run(args),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Usage errors exit 2 (clap's convention and ours); --help and --version exit 0.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { Exit::Error as u8 } else { 0 });
+        }
+    };
+    // A panic inside a runtime on a strange model must still end as "error, exit 2".
+    let result = std::panic::catch_unwind(|| cli.command.run())
+        .unwrap_or_else(|_| Err(CommandError::Usage("internal error (panic); please report it".into())));
+    let exit = match result {
+        Ok(report) => match print_report(&report, cli.json) {
+            Ok(()) => report.exit,
+            Err(e) => {
+                eprintln!("autograph: {e:#}");
+                Exit::Error
+            }
+        },
+        Err(error) => {
+            print_error(cli.command.name(), &error, cli.json);
+            Exit::Error
+        }
+    };
+    ExitCode::from(exit as u8)
+}
+
+fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut out, &report.json).context("cannot write the JSON output")?;
+        writeln!(out).context("cannot write to stdout")?;
+    } else {
+        writeln!(out, "{}", report.text).context("cannot write to stdout")?;
+    }
+    Ok(())
+}
+
+/// The message on stderr always; with `--json` also an object on stdout.
+fn print_error(command: &str, error: &CommandError, json: bool) {
+    eprintln!("autograph {command}: error: {error}");
+    if json {
+        let value = serde_json::json!({
+            "command": command,
+            "status": "error",
+            "error": error.to_string(),
+            "rejected": error.rejected_images(),
+        });
+        println!("{value}");
+    }
+}

@@ -13,7 +13,10 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::module::Param;
 use burn::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 /// Shape of the embedding network. Saved as JSON beside every checkpoint.
 #[derive(Config, Debug, PartialEq)]
@@ -97,6 +100,40 @@ impl ModelConfig {
     /// Builds the training model: the embedding network plus the BCE pair head.
     pub fn init_siamese(&self, device: &Device) -> Result<SiameseModel, ModelConfigError> {
         Ok(SiameseModel { embedding: self.init(device)?, pair_head: PairHead::new(self.embedding_dim, device) })
+    }
+
+    /// The training model with weights drawn from a ChaCha8 stream seeded by `seed`, with burn's
+    /// default scheme (Kaiming-uniform, bound `1/sqrt(fan_in)`, for weights and biases).
+    ///
+    /// Unlike [`init_siamese`](Self::init_siamese), which draws from the device's global
+    /// generator, the result does not depend on what other threads draw meanwhile.
+    pub fn init_siamese_seeded(&self, device: &Device, seed: u64) -> Result<SiameseModel, ModelConfigError> {
+        let mut model = self.init_siamese(device)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut in_channels = 1;
+        for (block, &out_channels) in model.embedding.blocks.iter_mut().zip(&self.channels) {
+            let fan_in = in_channels * 9;
+            block.conv.weight = uniform_param([out_channels, in_channels, 3, 3], fan_in, &mut rng, device);
+            in_channels = out_channels;
+        }
+        reinit_linear(&mut model.embedding.projection, in_channels, self.embedding_dim, &mut rng, device);
+        reinit_linear(&mut model.pair_head.linear, self.embedding_dim, 1, &mut rng, device);
+        Ok(model)
+    }
+}
+
+/// A parameter of `shape` drawn uniformly from `±1/sqrt(fan_in)`.
+fn uniform_param<const D: usize>(shape: [usize; D], fan_in: usize, rng: &mut ChaCha8Rng, device: &Device) -> Param<Tensor<D>> {
+    let bound = 1.0 / (fan_in as f32).sqrt();
+    let values: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.random_range(-bound..=bound)).collect();
+    Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
+}
+
+/// Redraws a row-layout `Linear` (`weight: [d_input, d_output]`).
+fn reinit_linear(linear: &mut Linear, d_input: usize, d_output: usize, rng: &mut ChaCha8Rng, device: &Device) {
+    linear.weight = uniform_param([d_input, d_output], d_input, rng, device);
+    if linear.bias.is_some() {
+        linear.bias = Some(uniform_param([d_output], d_input, rng, device));
     }
 }
 
@@ -228,6 +265,24 @@ mod tests {
     }
 
     #[test]
+    fn seeded_init_is_reproducible_and_shaped_like_the_default() {
+        let device = Device::flex();
+        let a = tiny().init_siamese_seeded(&device, 5).expect("valid");
+        let b = tiny().init_siamese_seeded(&device, 5).expect("valid");
+        let c = tiny().init_siamese(&device).expect("valid");
+        let weights = |m: &SiameseModel| -> Vec<f32> {
+            let mut v = m.embedding.blocks[1].conv.weight.val().try_into_vec_as::<f32>().expect("f32");
+            v.extend(m.pair_head.linear.weight.val().try_into_vec_as::<f32>().expect("f32"));
+            v
+        };
+        assert_eq!(weights(&a), weights(&b));
+        assert_eq!(a.embedding.blocks[1].conv.weight.val().dims(), c.embedding.blocks[1].conv.weight.val().dims());
+        assert_eq!(a.embedding.projection.weight.val().dims(), c.embedding.projection.weight.val().dims());
+        let bound = 1.0 / (4.0f32 * 9.0).sqrt();
+        assert!(weights(&a)[..8 * 4 * 9].iter().all(|w| w.abs() <= bound));
+    }
+
+    #[test]
     fn l2_normalize_of_zero_is_zero_not_nan() {
         let device = Device::flex();
         let out = l2_normalize(Tensor::<2>::zeros([2, 4], &device), 1e-12);
@@ -239,8 +294,8 @@ mod tests {
     fn pair_head_computes_w_dot_abs_diff_plus_b() {
         let device = Device::flex();
         let mut head = PairHead::new(2, &device);
-        head.linear.weight = burn::module::Param::from_tensor(Tensor::from_floats([[2.0], [-1.0]], &device));
-        head.linear.bias = Some(burn::module::Param::from_tensor(Tensor::from_floats([0.5], &device)));
+        head.linear.weight = Param::from_tensor(Tensor::from_floats([[2.0], [-1.0]], &device));
+        head.linear.bias = Some(Param::from_tensor(Tensor::from_floats([0.5], &device)));
         let a = Tensor::<2>::from_floats([[1.0, 0.0], [0.0, 0.0]], &device);
         let b = Tensor::<2>::from_floats([[0.0, 3.0], [0.0, 0.0]], &device);
         let logits: Vec<f32> = head.forward(a, b).try_into_vec_as::<f32>().expect("f32");

@@ -207,6 +207,7 @@ impl TrainingConfig {
 }
 
 /// Random streams derived from the run seed.
+const STREAM_INIT: u64 = 0;
 const STREAM_SAMPLER: u64 = 1;
 const STREAM_AUGMENT: u64 = 2;
 
@@ -411,10 +412,10 @@ pub fn train_on_cache(
     let (mut model, mut optimizer, mut state) = if resume {
         let dir = resolve_checkpoint(&last_dir)
             .with_context(|| format!("no checkpoint to resume in {}", last_dir.display()))?;
-        let saved = TrainingConfig::load(dir.join("training_config.json"))
+        let saved = TrainingConfig::load(dir.join(TRAINING_CONFIG_FILE))
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
         ensure!(
-            config_json(&saved) == config_json(config),
+            same_run(&saved, config),
             "the checkpoint in {} was trained with a different configuration",
             dir.display()
         );
@@ -429,7 +430,7 @@ pub fn train_on_cache(
         (model, optimizer, state)
     } else {
         ensure!(
-            resolve_checkpoint(&last_dir).is_none(),
+            resolve_checkpoint(&last_dir).is_none() && resolve_checkpoint(&best_dir).is_none(),
             "{} already holds a run: resume it or choose another output directory",
             out_dir.display()
         );
@@ -437,7 +438,7 @@ pub fn train_on_cache(
             fs::remove_file(&metrics_path)?;
         }
         train_device.seed(config.seed);
-        let model = config.model.init_siamese(&train_device)?;
+        let model = config.model.init_siamese_seeded(&train_device, derive_seed(config.seed, STREAM_INIT, 0))?;
         let state = TrainingState { dataset_hash: dataset_hash.to_string(), ..Default::default() };
         (model, new_optimizer(config), state)
     };
@@ -515,14 +516,19 @@ pub fn train_on_cache(
             skipped_steps: acc.skipped_steps,
             improved,
         };
-        progress.finish_with_message(format!(
+        let summary = format!(
             "loss {:.4} · val EER skilled {} random {} · {:.0} img/s{}",
             metrics.loss,
             percent(metrics.val_eer_skilled),
             percent(metrics.val_eer_random),
             metrics.images_per_second,
             if improved { " · best" } else { "" }
-        ));
+        );
+        if progress.is_hidden() {
+            // No terminal (a log file, CI): one plain line per epoch instead of the bar.
+            eprintln!("epoch {}/{}: {summary}", epoch + 1, config.epochs);
+        }
+        progress.finish_with_message(summary);
         log::info!("epoch {}: {}", epoch + 1, serde_json::to_string(&metrics)?);
         append_metrics(&metrics_path, &metrics)?;
         history.push(metrics);
@@ -715,6 +721,12 @@ fn config_json<C: Config>(config: &C) -> String {
     burn::config::config_to_json(config)
 }
 
+/// Whether two configs describe the same run (settings that only affect speed may differ).
+fn same_run(a: &TrainingConfig, b: &TrainingConfig) -> bool {
+    let normalise = |c: &TrainingConfig| config_json(&c.clone().with_load_threads(0).with_eval_batch_size(1));
+    normalise(a) == normalise(b)
+}
+
 /// Writes a full checkpoint to `dir` atomically (temp directory, fsync, rename).
 fn save_checkpoint(
     dir: &Path,
@@ -723,6 +735,9 @@ fn save_checkpoint(
     state: &TrainingState,
     config: &TrainingConfig,
 ) -> Result<()> {
+    // `valid()` folds the last batch-norm running-statistics update into the saved values
+    // (burn applies it lazily, at the next forward pass, and a record would miss it).
+    let model = model.valid();
     write_dir_atomically(dir, |tmp| {
         model.clone().save_file(tmp.join(MODEL_FILE)).map_err(|e| anyhow::anyhow!("cannot save the model: {e}"))?;
         model.embedding.clone().save_file(tmp.join(EMBEDDING_FILE))
@@ -1104,6 +1119,11 @@ mod tests {
         assert!(train_on_cache(&other, &cache, &split, "fixture", dir.path(), &device, true, &|_| false).is_err());
         assert!(train_on_cache(&config, &cache, &split, "fixture", dir.path(), &device, false, &|_| false).is_err());
         assert!(train_on_cache(&config, &cache, &split, "other data", dir.path(), &device, true, &|_| false).is_err());
+        // Settings that only change speed may differ; a finished run resumes to nothing.
+        let faster = config.clone().with_load_threads(1).with_eval_batch_size(7);
+        let again = train_on_cache(&faster, &cache, &split, "fixture", dir.path(), &device, true, &|_| false)
+            .expect("resumes");
+        assert_eq!((again.epochs_completed, again.history.len()), (1, 0));
     }
 
     #[test]
@@ -1198,6 +1218,18 @@ mod tests {
                 seconds += elapsed;
             }
         }
+        // Where the time goes: batch assembly (with augmentation) and the forward pass alone.
+        let indices: Vec<usize> = (0..64).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let start = Instant::now();
+        let images = cache.batch(&indices, Some((&config.augmentation, &mut rng)), &device);
+        let batch_seconds = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let _ = model.embedding.valid().forward(images.without_autodiff()).try_into_vec_as::<f32>();
+        eprintln!(
+            "64 images: batch + augmentation {batch_seconds:.3} s, inference forward {:.3} s",
+            start.elapsed().as_secs_f64()
+        );
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         eprintln!(
             "default config: {:.1} images/s ({:.3} s per {}-image step) on {threads} threads",

@@ -1,0 +1,278 @@
+//! `autograph bench`: latency of each stage on this machine, on one thread.
+//!
+//! Figures are medians and 95th percentiles over `--runs` timed runs after a few warm-up runs.
+//! Embedding and end-to-end verification are measured for each runtime and precision that is
+//! available (tract always; int8 when the bundle has it; ONNX Runtime with the `ort` feature and
+//! `ORT_DYLIB_PATH`), and KNN over random templates in gallery-shaped storage.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use autograph_shared::gallery::{EMBEDDING_DIM, Gallery, KioskGallery, Template};
+use autograph_shared::manifest::Precision;
+use image::{GrayImage, ImageFormat, Luma};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::{BundleArgs, CommandError, Exit, Report};
+use crate::engine::{Bundle, Engine, EngineOptions, Runtime, precision_name};
+use crate::replay;
+
+/// Template counts the KNN benchmark searches.
+pub const KNN_SIZES: [usize; 2] = [1_000, 10_000];
+/// Templates per writer in the KNN benchmark (the kiosk gallery's capacity).
+const KNN_TEMPLATES_PER_WRITER: usize = KioskGallery::TEMPLATE_CAPACITY;
+/// Gallery shape big enough for 10,000 templates of 8 per writer.
+type BenchGallery = Gallery<2048, KNN_TEMPLATES_PER_WRITER>;
+/// References of the writer in the end-to-end verification.
+const VERIFY_REFERENCES: usize = 5;
+const WARMUP_RUNS: usize = 5;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub bundle: BundleArgs,
+    /// Timed runs per figure.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub runs: u32,
+    /// Signature image for preprocessing and end-to-end figures [default: a synthetic
+    /// 900x300 scan].
+    #[arg(long, value_name = "IMG")]
+    pub image: Option<PathBuf>,
+}
+
+/// Median and 95th percentile, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Stats {
+    pub median: f64,
+    pub p95: f64,
+}
+
+/// `--json` output of `bench`.
+#[derive(Debug, Serialize)]
+pub struct BenchJson {
+    pub command: &'static str,
+    pub runs: u32,
+    pub threads: usize,
+    /// Model input, `[height, width]`.
+    pub input: [u32; 2],
+    /// The image used: a path, or `synthetic WxH`.
+    pub image: String,
+    pub preprocess_ms: Stats,
+    /// Keyed `tract_f32`, `tract_int8`, `ort_f32`, `ort_int8` (those available).
+    pub embed_ms: BTreeMap<String, Stats>,
+    /// Decode + preprocess + embed + score + replay check, same keys.
+    pub verify_ms: BTreeMap<String, Stats>,
+    /// Keyed by template count (`"1000"`, `"10000"`).
+    pub knn_ms: BTreeMap<String, Stats>,
+    /// Runtimes that could not be measured, and why.
+    pub unavailable: BTreeMap<String, String>,
+}
+
+pub fn run(args: &BenchArgs) -> Result<Report, CommandError> {
+    let bundle = args.bundle.open()?;
+    let runs = args.runs as usize;
+    let (image_bytes, image_name) = match &args.image {
+        Some(path) => (
+            std::fs::read(path).map_err(|source| CommandError::Io { path: path.clone(), action: "read", source })?,
+            path.display().to_string(),
+        ),
+        None => (synthetic_signature(900, 300), "synthetic 900x300".to_string()),
+    };
+    let config = bundle.manifest().preprocess.clone();
+    let preprocessed = autograph_shared::preprocess_bytes(&image_bytes, &config).map_err(|e| {
+        CommandError::Image(super::RejectedImage::new(&PathBuf::from(&image_name), &e))
+    })?;
+    let preprocess_ms = time(runs, || autograph_shared::preprocess_bytes(&image_bytes, &config).map(|_| ()))
+        .map_err(|e| CommandError::Usage(e.to_string()))?;
+
+    let mut embed_ms = BTreeMap::new();
+    let mut verify_ms = BTreeMap::new();
+    let mut unavailable = BTreeMap::new();
+    for runtime in [Runtime::Tract, Runtime::Ort] {
+        for precision in [Precision::F32, Precision::Int8] {
+            let key = format!("{runtime}_{}", precision_name(precision));
+            if bundle.manifest().model(precision).is_none() {
+                unavailable.insert(key, format!("the bundle has no {} model", precision_name(precision)));
+                continue;
+            }
+            let engine = match open(&bundle, runtime, precision) {
+                Ok(engine) => engine,
+                // tract must work on any valid bundle; ONNX Runtime may simply be absent.
+                Err(e) if runtime == Runtime::Ort => {
+                    unavailable.insert(key, e.to_string());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let (embed, verify) = measure_runtime(engine, &preprocessed, &image_bytes, runs)?;
+            embed_ms.insert(key.clone(), embed);
+            verify_ms.insert(key, verify);
+        }
+    }
+
+    let mut knn_ms = BTreeMap::new();
+    for size in KNN_SIZES {
+        knn_ms.insert(size.to_string(), measure_knn(size, runs));
+    }
+
+    let json = BenchJson {
+        command: "bench",
+        runs: args.runs,
+        threads: 1,
+        input: [config.height, config.width],
+        image: image_name,
+        preprocess_ms,
+        embed_ms,
+        verify_ms,
+        knn_ms,
+        unavailable,
+    };
+    let text = table(&json);
+    Ok(Report::new(Exit::Ok, &json, text))
+}
+
+fn open(bundle: &Bundle, runtime: Runtime, precision: Precision) -> Result<Engine, CommandError> {
+    Ok(Engine::open(bundle.clone(), EngineOptions { runtime, precision: Some(precision), threads: 1 })?)
+}
+
+/// Embedding alone, and decode-to-decision verification, with one engine.
+fn measure_runtime(
+    mut engine: Engine,
+    preprocessed: &autograph_shared::Preprocessed,
+    image_bytes: &[u8],
+    runs: usize,
+) -> Result<(Stats, Stats), CommandError> {
+    let reference = engine.template(preprocessed)?;
+    let mut gallery = KioskGallery::new_boxed();
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut references: Vec<Template> = (1..VERIFY_REFERENCES).map(|_| random_template(&mut rng)).collect();
+    references.push(reference);
+    gallery.enroll("bench", &references, 0, false)?;
+    let replay_similarity = engine.calibration().replay_similarity;
+
+    let embed = time(runs, || engine.embed_one(preprocessed).map(|e| black_box(e).len()))?;
+    let verify = time(runs, || -> Result<bool, CommandError> {
+        let image = engine.preprocess_bytes(image_bytes).map_err(|e| CommandError::Usage(e.to_string()))?;
+        let probe = engine.template(&image)?;
+        let writer = gallery.get("bench").ok_or_else(|| CommandError::Usage("bench writer missing".into()))?;
+        let guard = replay::check(writer.templates(), &probe, replay_similarity);
+        Ok(black_box(writer.score(&probe)) >= 0.5 && !guard.possible_replay)
+    })?;
+    Ok((embed, verify))
+}
+
+/// Top-5 over `templates` random templates, 8 per writer.
+fn measure_knn(templates: usize, runs: usize) -> Stats {
+    let mut rng = ChaCha8Rng::seed_from_u64(templates as u64);
+    let mut gallery = BenchGallery::new_boxed();
+    for w in 0..templates.div_ceil(KNN_TEMPLATES_PER_WRITER) {
+        let n = KNN_TEMPLATES_PER_WRITER.min(templates - w * KNN_TEMPLATES_PER_WRITER);
+        let t: Vec<Template> = (0..n).map(|_| random_template(&mut rng)).collect();
+        // Cannot fail: ids are valid and unique, 1250 writers fit 2048.
+        let _ = gallery.enroll(&format!("w{w:05}"), &t, 0, false);
+    }
+    let probes: Vec<Template> = (0..16).map(|_| random_template(&mut rng)).collect();
+    let mut i = 0;
+    let stats = time(runs, || {
+        i += 1;
+        Ok::<_, std::convert::Infallible>(black_box(gallery.top_k::<5>(&probes[i % probes.len()])).len())
+    });
+    match stats {
+        Ok(s) => s,
+        Err(never) => match never {},
+    }
+}
+
+fn random_template(rng: &mut ChaCha8Rng) -> Template {
+    loop {
+        let v: Vec<f32> = (0..EMBEDDING_DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        if let Ok(t) = Template::from_embedding(&v) {
+            return t;
+        }
+    }
+}
+
+/// Runs `f` a few times to warm up, then `runs` timed times.
+fn time<T, E>(runs: usize, mut f: impl FnMut() -> Result<T, E>) -> Result<Stats, E> {
+    for _ in 0..WARMUP_RUNS.min(runs) {
+        black_box(f()?);
+    }
+    let mut ms = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        black_box(f()?);
+        ms.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(Stats { median: percentile(&ms, 0.5), p95: percentile(&ms, 0.95) })
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// A signature-like scan: grey paper, a dark looping stroke, a little noise. Deterministic.
+pub fn synthetic_signature(width: u32, height: u32) -> Vec<u8> {
+    let mut img = GrayImage::from_pixel(width, height, Luma([235]));
+    let (w, h) = (width as f32, height as f32);
+    let steps = 4000;
+    for i in 0..steps {
+        let t = i as f32 / steps as f32;
+        let x = w * (0.1 + 0.8 * t);
+        let y = h * (0.5 + 0.25 * (t * 23.0).sin() * (t * 3.0).cos());
+        for dy in -2i32..=2 {
+            for dx in -2i32..=2 {
+                let (px, py) = (x as i32 + dx, y as i32 + dy);
+                if px >= 0 && py >= 0 && (px as u32) < width && (py as u32) < height {
+                    img.put_pixel(px as u32, py as u32, Luma([30]));
+                }
+            }
+        }
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for p in img.pixels_mut() {
+        p.0[0] = p.0[0].saturating_add_signed(rng.random_range(-6i8..=6));
+    }
+    let mut out = Cursor::new(Vec::new());
+    // Encoding an in-memory 8-bit image to PNG cannot fail.
+    let _ = img.write_to(&mut out, ImageFormat::Png);
+    out.into_inner()
+}
+
+fn table(j: &BenchJson) -> String {
+    let mut out = format!(
+        "autograph bench: 1 thread, {} runs, model input {}x{}, image {}\n{:<26}{:>11}{:>11}{:>10}\n",
+        j.runs, j.input[0], j.input[1], j.image, "", "median ms", "p95 ms", "vs ort"
+    );
+    let row = |out: &mut String, name: &str, s: &Stats, ratio: Option<f64>| {
+        let ratio = ratio.map_or_else(String::new, |r| format!("{r:.2}x"));
+        out.push_str(&format!("{name:<26}{:>11.3}{:>11.3}{ratio:>10}\n", s.median, s.p95));
+    };
+    row(&mut out, "preprocess", &j.preprocess_ms, None);
+    for (what, map) in [("embed", &j.embed_ms), ("verify (end to end)", &j.verify_ms)] {
+        for (key, s) in map {
+            let ort_key = key.replacen("tract_", "ort_", 1);
+            let ratio = map.get(&ort_key).map(|o| s.median / o.median);
+            row(&mut out, &format!("{what} {key}"), s, ratio);
+        }
+    }
+    for size in KNN_SIZES {
+        if let Some(s) = j.knn_ms.get(&size.to_string()) {
+            row(&mut out, &format!("knn top-5, {size} templates"), s, None);
+        }
+    }
+    for (key, why) in &j.unavailable {
+        out.push_str(&format!("not measured {key}: {why}\n"));
+    }
+    out.trim_end().to_string()
+}

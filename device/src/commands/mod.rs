@@ -1,0 +1,139 @@
+//! The `autograph` subcommands. Each returns a [`Report`]: an exit status, a JSON value (printed
+//! with `--json`) and a human-readable text; every failure is a [`CommandError`] (exit 2).
+
+pub mod bench;
+pub mod enroll;
+mod error;
+pub mod gallery;
+pub mod identify;
+mod operating_point;
+pub mod verify;
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use autograph_shared::gallery::Template;
+use autograph_shared::manifest::Precision;
+use serde::Serialize;
+
+use crate::engine::{Bundle, Engine, EngineOptions, Runtime};
+
+pub use error::{CommandError, RejectedImage};
+pub use operating_point::{Against, OperatingPoint, OperatingPointArgs, Point};
+
+/// The process exit status of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exit {
+    /// 0: accepted, found, done.
+    Ok = 0,
+    /// 1: rejected (or possible replay), not found, check failed.
+    No = 1,
+    /// 2: an error: bad arguments, unreadable or damaged files.
+    Error = 2,
+}
+
+/// What a command produced.
+#[derive(Debug)]
+pub struct Report {
+    pub exit: Exit,
+    /// The `--json` output (one object).
+    pub json: serde_json::Value,
+    /// The human-readable output.
+    pub text: String,
+}
+
+impl Report {
+    /// A report whose JSON is `value` serialised (a plain struct of numbers and strings, which
+    /// cannot fail to serialise).
+    pub fn new(exit: Exit, value: &impl Serialize, text: String) -> Self {
+        let json = serde_json::to_value(value).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }));
+        Self { exit, json, text }
+    }
+}
+
+/// `--bundle`: the model bundle directory.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BundleArgs {
+    /// Model bundle directory (manifest.json, model.onnx, model.int8.onnx).
+    #[arg(long, env = "AUTOGRAPH_BUNDLE", value_name = "DIR")]
+    pub bundle: PathBuf,
+}
+
+impl BundleArgs {
+    pub fn open(&self) -> Result<Bundle, CommandError> {
+        Ok(Bundle::open(&self.bundle)?)
+    }
+}
+
+/// `--gallery`: the gallery file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GalleryArgs {
+    /// Gallery file of enrolled writers (created by the first `enroll`).
+    #[arg(long, env = "AUTOGRAPH_GALLERY", value_name = "FILE")]
+    pub gallery: PathBuf,
+}
+
+/// Numeric precision on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionArg {
+    F32,
+    Int8,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::Int8 => Precision::Int8,
+        }
+    }
+}
+
+/// `--runtime`, `--precision`, `--threads`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuntimeArgs {
+    /// Inference runtime.
+    #[arg(long, value_enum, default_value_t = Runtime::Tract)]
+    pub runtime: Runtime,
+    /// Model precision [default: the manifest's default_precision].
+    #[arg(long, value_enum)]
+    pub precision: Option<PrecisionArg>,
+    /// Intra-op threads for ONNX Runtime (tract runs on one thread).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+}
+
+impl RuntimeArgs {
+    pub fn options(&self) -> EngineOptions {
+        EngineOptions {
+            runtime: self.runtime,
+            precision: self.precision.map(Precision::from),
+            threads: usize::from(self.threads),
+        }
+    }
+}
+
+/// Preprocesses and embeds one image file into a template.
+pub(crate) fn template_of(engine: &mut Engine, path: &Path) -> Result<Template, CommandError> {
+    let image = engine.preprocess_file(path).map_err(|e| CommandError::Image(RejectedImage::new(path, &e)))?;
+    Ok(engine.template(&image)?)
+}
+
+/// Unix seconds now (0 if the clock is before 1970).
+pub(crate) fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Runtime and precision of an engine, for JSON output.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelUsed {
+    pub runtime: Runtime,
+    pub precision: &'static str,
+}
+
+impl ModelUsed {
+    pub fn of(engine: &Engine) -> Self {
+        Self { runtime: engine.runtime(), precision: crate::engine::precision_name(engine.precision()) }
+    }
+}

@@ -1,0 +1,458 @@
+//! Fixtures for the device tests: a model bundle built in code (an ONNX graph written with
+//! tract-onnx's protobuf types, and a manifest whose hashes match), synthetic signature scans,
+//! and a runner for the `autograph` binary.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use autograph_shared::manifest::{
+    Calibration, GraphIo, MANIFEST_FORMAT_VERSION, MODEL_F32_FILE, MODEL_INT8_FILE, Manifest, Precision, Provenance,
+    describe_model_file,
+};
+use autograph_shared::preprocess::PreprocessConfig;
+use autograph_shared::protocol::{OperatingThresholds, Thresholds};
+use image::{GrayImage, Luma};
+use prost::Message;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tract_onnx::pb::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
+    TypeProto, ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto,
+    type_proto,
+};
+
+pub const HEIGHT: u32 = 32;
+pub const WIDTH: u32 = 64;
+pub const DIM: usize = 128;
+const CHANNELS: usize = 8;
+const KERNEL: usize = 5;
+const POOL: usize = 2;
+const FEATURES: usize = CHANNELS * (HEIGHT as usize / POOL) * (WIDTH as usize / POOL);
+
+/// Thresholds written into the test manifest (chosen from the scores these writers get; see
+/// `scores_separate_writers` in tests/engine.rs).
+pub const SKILLED: OperatingThresholds = OperatingThresholds { eer: 0.58, far_1pct: 0.62, far_0_1pct: 0.66 };
+pub const RANDOM: OperatingThresholds = OperatingThresholds { eer: 0.54, far_1pct: 0.58, far_0_1pct: 0.62 };
+pub const REPLAY_SIMILARITY: f32 = 0.998;
+/// Samples the tests enrol as references, and samples they verify as fresh signatures. No two
+/// of them are near-copies (checked in tests/engine.rs), so only a re-submitted reference
+/// trips the replay guard.
+pub const REFERENCE_SAMPLES: std::ops::Range<u64> = 0..8;
+pub const PROBE_SAMPLES: std::ops::Range<u64> = 20..40;
+/// Writers the tests use (alice, bob, carol, and one never enrolled).
+pub const TEST_WRITERS: [u64; 4] = [1, 2, 3, 9];
+
+/// The calibration written for both model files.
+pub fn calibration() -> Calibration {
+    Calibration {
+        references: 3,
+        thresholds: Thresholds { skilled: Some(SKILLED), random: RANDOM },
+        replay_similarity: REPLAY_SIMILARITY,
+    }
+}
+
+pub fn preprocess_config() -> PreprocessConfig {
+    PreprocessConfig { height: HEIGHT, width: WIDTH, ..PreprocessConfig::default() }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ONNX model
+// ---------------------------------------------------------------------------------------------
+
+pub fn tensor_f32(name: &str, dims: &[i64], values: Vec<f32>) -> TensorProto {
+    TensorProto { name: name.into(), dims: dims.to_vec(), data_type: DataType::Float as i32, float_data: values, ..Default::default() }
+}
+
+pub fn tensor_i8(name: &str, dims: &[i64], values: &[i8]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: DataType::Int8 as i32,
+        raw_data: values.iter().map(|&v| v as u8).collect(),
+        ..Default::default()
+    }
+}
+
+pub fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: v.to_vec(), ..Default::default() }
+}
+
+pub fn int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: v, ..Default::default() }
+}
+
+pub fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        op_type: op.into(),
+        name: format!("{op}_{output}"),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute,
+        ..Default::default()
+    }
+}
+
+pub fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| tensor_shape_proto::Dimension {
+            value: Some(match d {
+                Some(v) => tensor_shape_proto::dimension::Value::DimValue(*v),
+                None => tensor_shape_proto::dimension::Value::DimParam("batch".into()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Weights of the test network, from a seed.
+pub struct Weights {
+    pub conv_w: Vec<f32>,
+    pub conv_b: Vec<f32>,
+    pub gemm_w: Vec<f32>,
+    pub gemm_b: Vec<f32>,
+}
+
+impl Weights {
+    /// Random weights from `seed`. The gemm bias centres the features: it subtracts the
+    /// projection of the mean pooled feature of a few reference writers, so embeddings spread
+    /// over the sphere instead of all sharing the large positive component that ReLU features
+    /// have (without it any two signatures have cosine ~0.9).
+    pub fn seeded(seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut normal = move |scale: f32| {
+            // Sum of uniforms: close enough to Gaussian for a random projection.
+            (0..4).map(|_| rng.random_range(-1.0f32..1.0)).sum::<f32>() * scale
+        };
+        let conv_w = (0..CHANNELS * KERNEL * KERNEL).map(|_| normal(0.2)).collect();
+        let conv_b = (0..CHANNELS).map(|_| normal(0.05)).collect();
+        let gemm_w: Vec<f32> = (0..DIM * FEATURES).map(|_| normal(0.1)).collect();
+        let mut weights = Self { conv_w, conv_b, gemm_w, gemm_b: vec![0.0; DIM] };
+
+        let mut mean = vec![0f32; FEATURES];
+        let samples: Vec<Vec<f32>> = (1000..1016u64)
+            .map(|w| {
+                let png = Writer::new(w).signature_png(0);
+                let image = autograph_shared::preprocess_bytes(&png, &preprocess_config()).expect("preprocess");
+                weights.pooled_features(&image.pixels)
+            })
+            .collect();
+        for f in &samples {
+            for (m, v) in mean.iter_mut().zip(f) {
+                *m += v / samples.len() as f32;
+            }
+        }
+        weights.gemm_b = weights.gemm_w.chunks_exact(FEATURES).map(|row| -row.iter().zip(&mean).map(|(w, m)| w * m).sum::<f32>()).collect();
+        weights
+    }
+
+    /// Conv -> Relu -> AveragePool -> Flatten, computed directly (as the graph does).
+    fn pooled_features(&self, pixels: &[f32]) -> Vec<f32> {
+        let (h, w) = (HEIGHT as usize, WIDTH as usize);
+        let (ph, pw) = (h / POOL, w / POOL);
+        let half = KERNEL / 2;
+        let mut out = vec![0f32; FEATURES];
+        for c in 0..CHANNELS {
+            for y in 0..h {
+                for x in 0..w {
+                    let mut s = self.conv_b[c];
+                    for ky in 0..KERNEL {
+                        for kx in 0..KERNEL {
+                            let (iy, ix) = ((y + ky).wrapping_sub(half), (x + kx).wrapping_sub(half));
+                            if iy < h && ix < w {
+                                s += self.conv_w[(c * KERNEL + ky) * KERNEL + kx] * pixels[iy * w + ix];
+                            }
+                        }
+                    }
+                    out[(c * ph + y / POOL) * pw + x / POOL] += s.max(0.0) / (POOL * POOL) as f32;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Symmetric per-tensor int8 quantisation: values and scale.
+pub fn quantize(values: &[f32]) -> (Vec<i8>, f32) {
+    let max = values.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    let scale = max / 127.0;
+    (values.iter().map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8).collect(), scale)
+}
+
+/// The embedding network as ONNX bytes:
+/// `image [N,1,H,W] -> Conv 5x5 (8) -> Relu -> AveragePool 4x4 -> Flatten -> Gemm (128)
+/// -> x / ReduceL2(x) -> embedding [N,128]`.
+///
+/// Average pooling over an 8x16 grid (rather than a global pool) keeps where the ink lies, so
+/// differently shaped signatures embed far apart even with random weights. With `int8`, the
+/// conv and gemm weights are stored as int8 behind `DequantizeLinear` (a weight-only QDQ
+/// graph, the form tract runs).
+pub fn onnx_model(weights: &Weights, int8: bool) -> Vec<u8> {
+    let (h, w) = (i64::from(HEIGHT), i64::from(WIDTH));
+    let mut initializer = vec![
+        tensor_f32("conv_b", &[CHANNELS as i64], weights.conv_b.clone()),
+        tensor_f32("gemm_b", &[DIM as i64], weights.gemm_b.clone()),
+    ];
+    let mut nodes = Vec::new();
+    let conv_dims = [CHANNELS as i64, 1, KERNEL as i64, KERNEL as i64];
+    let gemm_dims = [DIM as i64, FEATURES as i64];
+    if int8 {
+        for (name, values, dims) in
+            [("conv_w", &weights.conv_w, &conv_dims[..]), ("gemm_w", &weights.gemm_w, &gemm_dims[..])]
+        {
+            let (q, scale) = quantize(values);
+            initializer.push(tensor_i8(&format!("{name}_q"), dims, &q));
+            initializer.push(tensor_f32(&format!("{name}_scale"), &[], vec![scale]));
+            initializer.push(tensor_i8(&format!("{name}_zero"), &[], &[0]));
+            nodes.push(node(
+                "DequantizeLinear",
+                &[&format!("{name}_q"), &format!("{name}_scale"), &format!("{name}_zero")],
+                name,
+                vec![],
+            ));
+        }
+    } else {
+        initializer.push(tensor_f32("conv_w", &conv_dims, weights.conv_w.clone()));
+        initializer.push(tensor_f32("gemm_w", &gemm_dims, weights.gemm_w.clone()));
+    }
+    let half = (KERNEL / 2) as i64;
+    nodes.extend([
+        node("Conv", &["image", "conv_w", "conv_b"], "conv", vec![
+            ints("kernel_shape", &[KERNEL as i64, KERNEL as i64]),
+            ints("pads", &[half, half, half, half]),
+            ints("strides", &[1, 1]),
+        ]),
+        node("Relu", &["conv"], "relu", vec![]),
+        node("AveragePool", &["relu"], "pool", vec![
+            ints("kernel_shape", &[POOL as i64, POOL as i64]),
+            ints("strides", &[POOL as i64, POOL as i64]),
+        ]),
+        node("Flatten", &["pool"], "flat", vec![int("axis", 1)]),
+        node("Gemm", &["flat", "gemm_w", "gemm_b"], "gemm", vec![int("transB", 1)]),
+        node("ReduceL2", &["gemm"], "norm", vec![ints("axes", &[1]), int("keepdims", 1)]),
+        node("Div", &["gemm", "norm"], "embedding", vec![]),
+    ]);
+    let graph = GraphProto {
+        name: "autograph-test".into(),
+        node: nodes,
+        initializer,
+        input: vec![value_info("image", &[None, Some(1), Some(h), Some(w)])],
+        output: vec![value_info("embedding", &[None, Some(DIM as i64)])],
+        ..Default::default()
+    };
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
+        producer_name: "autograph-device tests".into(),
+        graph: Some(graph),
+        ..Default::default()
+    };
+    model.encode_to_vec()
+}
+
+/// Writes a complete bundle (f32 and int8 models, manifest with matching hashes) into `dir`.
+pub fn write_bundle(dir: &Path, seed: u64) -> Manifest {
+    write_bundle_with(dir, seed, |_| {})
+}
+
+/// [`write_bundle`], letting the caller adjust the manifest before it is saved.
+pub fn write_bundle_with(dir: &Path, seed: u64, edit: impl FnOnce(&mut Manifest)) -> Manifest {
+    let weights = Weights::seeded(seed);
+    let models = (onnx_model(&weights, false), onnx_model(&weights, true));
+    write_bundle_files(dir, preprocess_config(), &models, seed, edit)
+}
+
+/// Writes `models` (f32, int8) and a manifest describing them into `dir`.
+pub fn write_bundle_files(
+    dir: &Path,
+    preprocess: PreprocessConfig,
+    models: &(Vec<u8>, Vec<u8>),
+    seed: u64,
+    edit: impl FnOnce(&mut Manifest),
+) -> Manifest {
+    std::fs::create_dir_all(dir).expect("bundle dir");
+    std::fs::write(dir.join(MODEL_F32_FILE), &models.0).expect("write f32 model");
+    std::fs::write(dir.join(MODEL_INT8_FILE), &models.1).expect("write int8 model");
+    let mut manifest = Manifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        input_shape: [1, preprocess.height, preprocess.width],
+        preprocess,
+        embedding_dim: DIM as u32,
+        io: GraphIo { input: "image".into(), output: "embedding".into() },
+        f32_model: describe_model_file(dir, MODEL_F32_FILE, calibration()).expect("describe f32"),
+        int8_model: Some(describe_model_file(dir, MODEL_INT8_FILE, calibration()).expect("describe int8")),
+        default_precision: Precision::F32,
+        provenance: Provenance {
+            dataset: "synthetic".into(),
+            dataset_content_hash: "00".into(),
+            training_config: serde_json::json!({ "seed": seed }),
+            created_unix: 0,
+            trainer_version: "device tests".into(),
+            split: None,
+        },
+        test_metrics: serde_json::Value::Null,
+    };
+    edit(&mut manifest);
+    manifest.save(dir).expect("save manifest");
+    manifest
+}
+
+// ---------------------------------------------------------------------------------------------
+// Synthetic signatures
+// ---------------------------------------------------------------------------------------------
+
+/// Irrational steps (square roots of primes) of the per-sample variation sequence.
+const KRONECKER: [f64; 5] = [1.414_213_562, 1.732_050_808, 2.236_067_977, 2.645_751_311, 3.316_624_790];
+
+/// A writer's habitual signature: a pen path `y = sum of sines of x`, plus loops.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    waves: Vec<(f32, f32, f32)>, // amplitude, frequency, phase
+    loops: Vec<(f32, f32)>,      // position along the line, radius
+    slant: f32,
+}
+
+impl Writer {
+    pub fn new(seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let waves = (0..3)
+            .map(|_| (rng.random_range(0.05..0.3), rng.random_range(1.0..12.0), rng.random_range(0.0..6.28)))
+            .collect();
+        let loops = (0..rng.random_range(1..4)).map(|_| (rng.random_range(0.1..0.9), rng.random_range(0.08..0.25))).collect();
+        Self { waves, loops, slant: rng.random_range(-0.4..0.4) }
+    }
+
+    /// One signature by this writer: the habitual path with the natural variation of sample
+    /// `sample` (jitter in shape, size, position, pen width), as a grey-paper PNG.
+    pub fn signature_png(&self, sample: u64) -> Vec<u8> {
+        let mut rng = ChaCha8Rng::seed_from_u64(sample.wrapping_mul(7919).wrapping_add(13));
+        // The shape's variation comes from a Kronecker sequence rather than the RNG: samples
+        // then differ from each other by design, where random draws occasionally give two
+        // near-identical signatures (which the replay guard rightly flags).
+        let spread = |k: usize| ((sample as f64 + 1.0) * KRONECKER[k]).fract() as f32 * 2.0 - 1.0;
+        let waves: Vec<(f32, f32, f32)> = self
+            .waves
+            .iter()
+            .enumerate()
+            .map(|(k, &(a, f, p))| (a, f, p + 0.35 * spread(2 + k)))
+            .collect();
+        let (width, height) = (rng.random_range(400..420u32), rng.random_range(150..160u32));
+        let (w, h) = (width as f32, height as f32);
+        let (x0, x1) = (w * rng.random_range(0.07..0.09), w * rng.random_range(0.89..0.91));
+        let yc = h * rng.random_range(0.48..0.52);
+        let amp = h * 0.35 * (1.0 + 0.15 * spread(0));
+        let slant = self.slant + 0.08 * spread(1);
+        let pen = rng.random_range(1.5f32..3.5);
+        let mut img = GrayImage::from_pixel(width, height, Luma([228]));
+        let mut dot = |x: f32, y: f32| {
+            let r = pen.ceil() as i32;
+            for dy in -r..=r {
+                for dx in -r..=r {
+                    if (dx * dx + dy * dy) as f32 <= pen * pen {
+                        let (px, py) = (x as i32 + dx, y as i32 + dy);
+                        if px >= 0 && py >= 0 && (px as u32) < width && (py as u32) < height {
+                            img.put_pixel(px as u32, py as u32, Luma([35]));
+                        }
+                    }
+                }
+            }
+        };
+        let steps = 3000;
+        for i in 0..=steps {
+            let t = i as f32 / steps as f32;
+            let dy: f32 = waves.iter().map(|&(a, f, p)| a * (f * t * std::f32::consts::TAU / 4.0 + p).sin()).sum();
+            let y = yc + amp * dy;
+            let x = x0 + (x1 - x0) * t + slant * (y - yc);
+            dot(x, y);
+        }
+        for &(pos, radius) in &self.loops {
+            let cx = x0 + (x1 - x0) * pos;
+            let r = h * radius;
+            for i in 0..=600 {
+                let a = i as f32 / 600.0 * std::f32::consts::TAU;
+                dot(cx + r * a.cos() + slant * r * a.sin(), yc + r * a.sin());
+            }
+        }
+        png(&img)
+    }
+}
+
+pub fn png(img: &GrayImage) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).expect("encode png");
+    out.into_inner()
+}
+
+/// A blank page (paper only, slight noise).
+pub fn blank_png() -> Vec<u8> {
+    png(&GrayImage::from_fn(300, 120, |x, y| Luma([226 + ((x * 7 + y * 3) % 5) as u8])))
+}
+
+/// Writes `bytes` to `dir/name` and returns the path.
+pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("write file");
+    path
+}
+
+/// Writes signature `sample` of `writer` as `dir/<name>.png`.
+pub fn signature_file(dir: &Path, name: &str, writer: &Writer, sample: u64) -> PathBuf {
+    write_file(dir, &format!("{name}.png"), &writer.signature_png(sample))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running the binary
+// ---------------------------------------------------------------------------------------------
+
+/// What a run of `autograph` did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// stdout parsed as one JSON object.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+}
+
+/// Runs `autograph` with `args` (strings or paths).
+pub fn autograph<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let Output { status, stdout, stderr } =
+        Command::new(env!("CARGO_BIN_EXE_autograph")).args(args).env_remove("AUTOGRAPH_BUNDLE").env_remove("AUTOGRAPH_GALLERY").output().expect("run autograph");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// Asserts that `value` is an object with exactly `keys` (a schema check of the JSON output).
+pub fn assert_keys(value: &serde_json::Value, keys: &[&str]) {
+    let obj = value.as_object().unwrap_or_else(|| panic!("not an object: {value}"));
+    let mut found: Vec<&str> = obj.keys().map(String::as_str).collect();
+    found.sort_unstable();
+    let mut expected = keys.to_vec();
+    expected.sort_unstable();
+    assert_eq!(found, expected, "keys of {value}");
+}
