@@ -51,13 +51,21 @@ fn signet_like(int8: bool) -> Vec<u8> {
     for (i, &out_ch) in CHANNELS.iter().enumerate() {
         let (w, b) = (format!("conv{i}_w"), format!("conv{i}_b"));
         let fan_in = (in_ch * 9) as usize;
-        add_weight(&mut initializer, &mut nodes, &w, &[out_ch, in_ch, 3, 3], weights((out_ch * in_ch * 9) as usize, fan_in));
+        add_weight(
+            &mut initializer,
+            &mut nodes,
+            &w,
+            &[out_ch, in_ch, 3, 3],
+            weights((out_ch * in_ch * 9) as usize, fan_in),
+        );
         initializer.push(tensor_f32(&b, &[out_ch], vec![0.01; out_ch as usize]));
         let (conv, relu, pool) = (format!("conv{i}"), format!("relu{i}"), format!("pool{i}"));
-        nodes.push(node("Conv", &[&input, &w, &b], &conv, vec![
-            ints("kernel_shape", &[3, 3]),
-            ints("pads", &[1, 1, 1, 1]),
-        ]));
+        nodes.push(node(
+            "Conv",
+            &[&input, &w, &b],
+            &conv,
+            vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1])],
+        ));
         nodes.push(node("Relu", &[&conv], &relu, vec![]));
         nodes.push(node("MaxPool", &[&relu], &pool, vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])]));
         input = pool;

@@ -62,7 +62,10 @@ fn enroll_verify_identify_round_trip() {
         let run = k.enroll(user, writer, 0..3);
         assert_eq!(run.code, 0, "{run:?}");
         let j = run.json();
-        assert_keys(&j, &keys(&["command", "user", "outcome", "templates_added", "templates_total", "writers", "gallery"]));
+        assert_keys(
+            &j,
+            &keys(&["command", "user", "outcome", "templates_added", "templates_total", "writers", "gallery"]),
+        );
         assert_eq!((j["outcome"].as_str(), j["templates_added"].as_u64()), (Some("created"), Some(3)));
         assert_eq!(j["runtime"], "tract");
         assert_eq!(j["precision"], "f32");
@@ -79,15 +82,29 @@ fn enroll_verify_identify_round_trip() {
     assert_keys(
         &j,
         &keys(&[
-            "command", "user", "image", "decision", "accepted", "score", "threshold", "operating_point", "references",
+            "command",
+            "user",
+            "image",
+            "decision",
+            "accepted",
+            "score",
+            "threshold",
+            "operating_point",
+            "references",
             "replay",
         ]),
     );
     assert_eq!((j["decision"].as_str(), j["accepted"].as_bool()), (Some("accepted"), Some(true)));
     assert_keys(&j["operating_point"], &["against", "point", "threshold"]);
-    assert_eq!((j["operating_point"]["against"].as_str(), j["operating_point"]["point"].as_str()), (Some("skilled"), Some("eer")));
+    assert_eq!(
+        (j["operating_point"]["against"].as_str(), j["operating_point"]["point"].as_str()),
+        (Some("skilled"), Some("eer"))
+    );
     assert!((j["threshold"].as_f64().expect("threshold") - f64::from(common::SKILLED.eer)).abs() < 1e-6);
-    assert_keys(&j["replay"], &["max_reference_similarity", "identical_template", "replay_similarity", "possible_replay"]);
+    assert_keys(
+        &j["replay"],
+        &["max_reference_similarity", "identical_template", "replay_similarity", "possible_replay"],
+    );
     assert_eq!(j["replay"]["possible_replay"], false);
     assert_eq!(j["references"], 4);
 
@@ -103,8 +120,14 @@ fn enroll_verify_identify_round_trip() {
 
     // Text output says the same.
     let run = autograph([
-        "verify".as_ref(), "--bundle".as_ref(), k.bundle.as_os_str(), "--gallery".as_ref(), k.gallery.as_os_str(),
-        "--user".as_ref(), "bob".as_ref(), k.sig(2, 23).as_os_str(),
+        "verify".as_ref(),
+        "--bundle".as_ref(),
+        k.bundle.as_os_str(),
+        "--gallery".as_ref(),
+        k.gallery.as_os_str(),
+        "--user".as_ref(),
+        "bob".as_ref(),
+        k.sig(2, 23).as_os_str(),
     ]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.starts_with("ACCEPTED"), "{run:?}");
@@ -167,14 +190,29 @@ fn operating_points() {
         m.f32_model.calibration.thresholds.skilled = None;
     });
     let run = autograph([
-        "verify".as_ref(), "--json".as_ref(), "--bundle".as_ref(), dir.path().as_os_str(), "--gallery".as_ref(),
-        k.gallery.as_os_str(), "--user".as_ref(), "alice".as_ref(), probe.as_os_str(),
+        "verify".as_ref(),
+        "--json".as_ref(),
+        "--bundle".as_ref(),
+        dir.path().as_os_str(),
+        "--gallery".as_ref(),
+        k.gallery.as_os_str(),
+        "--user".as_ref(),
+        "alice".as_ref(),
+        probe.as_os_str(),
     ]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.json()["operating_point"]["against"], "random");
     let run = autograph([
-        "verify".as_ref(), "--bundle".as_ref(), dir.path().as_os_str(), "--gallery".as_ref(), k.gallery.as_os_str(),
-        "--user".as_ref(), "alice".as_ref(), "--against".as_ref(), "skilled".as_ref(), probe.as_os_str(),
+        "verify".as_ref(),
+        "--bundle".as_ref(),
+        dir.path().as_os_str(),
+        "--gallery".as_ref(),
+        k.gallery.as_os_str(),
+        "--user".as_ref(),
+        "alice".as_ref(),
+        "--against".as_ref(),
+        "skilled".as_ref(),
+        probe.as_os_str(),
     ]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("no skilled-forgery calibration"), "{run:?}");
@@ -203,8 +241,14 @@ fn resubmitted_reference_is_a_possible_replay() {
 
     // Text output explains.
     let run = autograph([
-        "verify".as_ref(), "--bundle".as_ref(), k.bundle.as_os_str(), "--gallery".as_ref(), k.gallery.as_os_str(),
-        "--user".as_ref(), "alice".as_ref(), reference.as_os_str(),
+        "verify".as_ref(),
+        "--bundle".as_ref(),
+        k.bundle.as_os_str(),
+        "--gallery".as_ref(),
+        k.gallery.as_os_str(),
+        "--user".as_ref(),
+        "alice".as_ref(),
+        reference.as_os_str(),
     ]);
     assert!(run.stdout.contains("possible replay"), "{run:?}");
 }
@@ -275,7 +319,18 @@ fn damaged_gallery_is_refused_and_left_untouched() {
     let j = run.json();
     assert_keys(
         &j,
-        &["command", "gallery", "ok", "problem", "version", "writers", "templates", "model", "expected_model", "abnormal_templates"],
+        &[
+            "command",
+            "gallery",
+            "ok",
+            "problem",
+            "version",
+            "writers",
+            "templates",
+            "model",
+            "expected_model",
+            "abnormal_templates",
+        ],
     );
     assert_eq!(j["ok"], false);
     assert!(j["problem"].as_str().is_some_and(|p| p.contains("checksum")), "{j}");
@@ -295,14 +350,25 @@ fn gallery_of_another_bundle_is_refused() {
     write_bundle(&other, 2); // other weights
     let before = std::fs::read(&k.gallery).expect("read");
     let run = autograph([
-        "verify".as_ref(), "--bundle".as_ref(), other.as_os_str(), "--gallery".as_ref(), k.gallery.as_os_str(),
-        "--user".as_ref(), "alice".as_ref(), k.sig(1, 9).as_os_str(),
+        "verify".as_ref(),
+        "--bundle".as_ref(),
+        other.as_os_str(),
+        "--gallery".as_ref(),
+        k.gallery.as_os_str(),
+        "--user".as_ref(),
+        "alice".as_ref(),
+        k.sig(1, 9).as_os_str(),
     ]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("enrolled again"), "{run:?}");
     let run = autograph([
-        "gallery".as_ref(), "check".as_ref(), "--json".as_ref(), "--bundle".as_ref(), other.as_os_str(),
-        "--gallery".as_ref(), k.gallery.as_os_str(),
+        "gallery".as_ref(),
+        "check".as_ref(),
+        "--json".as_ref(),
+        "--bundle".as_ref(),
+        other.as_os_str(),
+        "--gallery".as_ref(),
+        k.gallery.as_os_str(),
     ]);
     assert_eq!(run.code, 1, "{run:?}");
     assert_eq!(run.json()["ok"], false);
@@ -317,8 +383,14 @@ fn damaged_bundles_exit_2_naming_the_file() {
     let probe = k.sig(1, 7);
     let verify = |bundle: &Path| {
         autograph([
-            "verify".as_ref(), "--bundle".as_ref(), bundle.as_os_str(), "--gallery".as_ref(), k.gallery.as_os_str(),
-            "--user".as_ref(), "alice".as_ref(), probe.as_os_str(),
+            "verify".as_ref(),
+            "--bundle".as_ref(),
+            bundle.as_os_str(),
+            "--gallery".as_ref(),
+            k.gallery.as_os_str(),
+            "--user".as_ref(),
+            "alice".as_ref(),
+            probe.as_os_str(),
         ])
     };
     let fresh = |name: &str| {
@@ -349,8 +421,14 @@ fn damaged_bundles_exit_2_naming_the_file() {
     // (enrol into a new gallery: the gallery check would otherwise come first, as the
     // model's hash, and so the bundle's identity, changed.)
     let run = autograph([
-        "enroll".as_ref(), "--bundle".as_ref(), dir.as_os_str(), "--gallery".as_ref(),
-        k.images.join("new-gallery.bin").as_os_str(), "--user".as_ref(), "alice".as_ref(), probe.as_os_str(),
+        "enroll".as_ref(),
+        "--bundle".as_ref(),
+        dir.as_os_str(),
+        "--gallery".as_ref(),
+        k.images.join("new-gallery.bin").as_os_str(),
+        "--user".as_ref(),
+        "alice".as_ref(),
+        probe.as_os_str(),
     ]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("model.onnx") && run.stderr.contains("tract cannot load"), "{run:?}");
@@ -374,8 +452,16 @@ fn damaged_bundles_exit_2_naming_the_file() {
     let dir = fresh("no-int8");
     std::fs::remove_file(dir.join("model.int8.onnx")).expect("rm");
     let run = autograph([
-        "verify".as_ref(), "--precision".as_ref(), "int8".as_ref(), "--bundle".as_ref(), dir.as_os_str(),
-        "--gallery".as_ref(), k.gallery.as_os_str(), "--user".as_ref(), "alice".as_ref(), probe.as_os_str(),
+        "verify".as_ref(),
+        "--precision".as_ref(),
+        "int8".as_ref(),
+        "--bundle".as_ref(),
+        dir.as_os_str(),
+        "--gallery".as_ref(),
+        k.gallery.as_os_str(),
+        "--user".as_ref(),
+        "alice".as_ref(),
+        probe.as_os_str(),
     ]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("model.int8.onnx"), "{run:?}");
@@ -439,7 +525,10 @@ fn gallery_maintenance() {
     let run = k.run(&["gallery", "check"], &[]);
     assert_eq!(run.code, 0, "{run:?}");
     let j = run.json();
-    assert_eq!((j["ok"].as_bool(), j["writers"].as_u64(), j["abnormal_templates"].as_u64()), (Some(true), Some(2), Some(0)));
+    assert_eq!(
+        (j["ok"].as_bool(), j["writers"].as_u64(), j["abnormal_templates"].as_u64()),
+        (Some(true), Some(2), Some(0))
+    );
     assert_eq!(j["model"], j["expected_model"]);
 
     // Export, then import into a new gallery.
@@ -500,12 +589,30 @@ fn help_and_usage_errors() {
 fn bench_reports_every_figure() {
     let dir = tempfile::tempdir().expect("tmp");
     write_bundle(dir.path(), 1);
-    let run = autograph(["bench".as_ref(), "--json".as_ref(), "--runs".as_ref(), "3".as_ref(), "--bundle".as_ref(), dir.path().as_os_str()]);
+    let run = autograph([
+        "bench".as_ref(),
+        "--json".as_ref(),
+        "--runs".as_ref(),
+        "3".as_ref(),
+        "--bundle".as_ref(),
+        dir.path().as_os_str(),
+    ]);
     assert_eq!(run.code, 0, "{run:?}");
     let j = run.json();
     assert_keys(
         &j,
-        &["command", "runs", "threads", "input", "image", "preprocess_ms", "embed_ms", "verify_ms", "knn_ms", "unavailable"],
+        &[
+            "command",
+            "runs",
+            "threads",
+            "input",
+            "image",
+            "preprocess_ms",
+            "embed_ms",
+            "verify_ms",
+            "knn_ms",
+            "unavailable",
+        ],
     );
     assert_eq!(j["threads"], 1);
     for map in ["embed_ms", "verify_ms"] {
@@ -520,7 +627,12 @@ fn bench_reports_every_figure() {
     #[cfg(not(feature = "ort"))]
     assert!(j["unavailable"]["ort_f32"].as_str().is_some_and(|s| s.contains("--features ort")), "{j}");
 
-    let run = autograph(["bench".as_ref(), "--runs".as_ref(), "2".as_ref(), "--bundle".as_ref(), dir.path().as_os_str()]);
+    let run =
+        autograph(["bench".as_ref(), "--runs".as_ref(), "2".as_ref(), "--bundle".as_ref(), dir.path().as_os_str()]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stdout.contains("embed tract_f32") && run.stdout.contains("knn top-5, 10000 templates"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("embed tract_f32") && run.stdout.contains("knn top-5, 10000 templates"),
+        "{}",
+        run.stdout
+    );
 }

@@ -49,7 +49,8 @@ fn scores_separate_writers() {
     write_bundle(dir.path(), 1);
     let mut e = engine(dir.path(), Runtime::Tract, Precision::F32).expect("engine");
     let writers: Vec<Writer> = common::TEST_WRITERS.into_iter().map(Writer::new).collect();
-    let template = |e: &mut Engine, w: &Writer, s: u64| Template::from_embedding(&embed(e, &w.signature_png(s))).expect("t");
+    let template =
+        |e: &mut Engine, w: &Writer, s: u64| Template::from_embedding(&embed(e, &w.signature_png(s))).expect("t");
     let refs: Vec<Vec<Template>> = writers.iter().map(|w| (0..3).map(|s| template(&mut e, w, s)).collect()).collect();
     let (mut genuine_min, mut impostor_max, mut pair_max) = (f32::MAX, f32::MIN, f32::MIN);
     for (i, w) in writers.iter().enumerate() {

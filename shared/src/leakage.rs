@@ -26,11 +26,7 @@ pub fn background_features(p: &Preprocessed) -> [f32; 3] {
     }
     let faint: Vec<f32> = p.pixels.iter().copied().filter(|&v| v > 0.0 && v < 0.1).collect();
     let faint_mean = if faint.is_empty() { 0.0 } else { faint.iter().sum::<f32>() / faint.len() as f32 };
-    [
-        (border_sum / border_n.max(1) as f64) as f32,
-        faint_mean,
-        faint.len() as f32 / p.pixels.len().max(1) as f32,
-    ]
+    [(border_sum / border_n.max(1) as f64) as f32, faint_mean, faint.len() as f32 / p.pixels.len().max(1) as f32]
 }
 
 /// EER of the best single-feature threshold classifier (either direction) separating the two

@@ -93,7 +93,9 @@ pub enum BundleError {
     Parse { path: PathBuf, message: String },
     #[error("{path}: manifest format version {found} is not supported (this build reads version {supported})")]
     Version { path: PathBuf, found: u32, supported: u32 },
-    #[error("{path}: sha256 mismatch: the manifest says {expected}, the file has {actual}; the bundle was modified or is incomplete")]
+    #[error(
+        "{path}: sha256 mismatch: the manifest says {expected}, the file has {actual}; the bundle was modified or is incomplete"
+    )]
     HashMismatch { path: PathBuf, expected: String, actual: String },
     #[error("{path}: the bundle has no {precision:?} model")]
     MissingModel { path: PathBuf, precision: Precision },
@@ -106,12 +108,12 @@ impl Manifest {
     pub fn load(bundle_dir: &Path) -> Result<Manifest, BundleError> {
         let path = bundle_dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).map_err(|source| BundleError::Io { path: path.clone(), source })?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| BundleError::Parse { path: path.clone(), message: e.to_string() })?;
-        let found = value.get("format_version").and_then(|v| v.as_u64()).ok_or_else(|| BundleError::Parse {
-            path: path.clone(),
-            message: "missing format_version".into(),
-        })?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| BundleError::Parse { path: path.clone(), message: e.to_string() })?;
+        let found = value
+            .get("format_version")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| BundleError::Parse { path: path.clone(), message: "missing format_version".into() })?;
         if found != MANIFEST_FORMAT_VERSION as u64 {
             return Err(BundleError::Version {
                 path,
@@ -119,9 +121,12 @@ impl Manifest {
                 supported: MANIFEST_FORMAT_VERSION,
             });
         }
-        let manifest: Manifest =
-            serde_json::from_value(value).map_err(|e| BundleError::Parse { path: path.clone(), message: e.to_string() })?;
-        manifest.preprocess.validate().map_err(|e| BundleError::Invalid { path: path.clone(), message: e.to_string() })?;
+        let manifest: Manifest = serde_json::from_value(value)
+            .map_err(|e| BundleError::Parse { path: path.clone(), message: e.to_string() })?;
+        manifest
+            .preprocess
+            .validate()
+            .map_err(|e| BundleError::Invalid { path: path.clone(), message: e.to_string() })?;
         if manifest.input_shape != [1, manifest.preprocess.height, manifest.preprocess.width] {
             return Err(BundleError::Invalid {
                 path,
@@ -178,7 +183,11 @@ impl Manifest {
 }
 
 /// Describes a model file of the bundle for the manifest.
-pub fn describe_model_file(bundle_dir: &Path, file_name: &str, calibration: Calibration) -> Result<ModelFile, BundleError> {
+pub fn describe_model_file(
+    bundle_dir: &Path,
+    file_name: &str,
+    calibration: Calibration,
+) -> Result<ModelFile, BundleError> {
     let path = bundle_dir.join(file_name);
     let bytes = std::fs::read(&path).map_err(|source| BundleError::Io { path: path.clone(), source })?;
     Ok(ModelFile {
@@ -197,8 +206,11 @@ mod tests {
     pub(crate) fn sample_manifest(dir: &Path) -> Manifest {
         std::fs::write(dir.join(MODEL_F32_FILE), b"pretend onnx").expect("write");
         let t = OperatingThresholds { eer: 0.8, far_1pct: 0.85, far_0_1pct: 0.9 };
-        let calibration =
-            Calibration { references: 5, thresholds: Thresholds { skilled: Some(t), random: t }, replay_similarity: 0.99 };
+        let calibration = Calibration {
+            references: 5,
+            thresholds: Thresholds { skilled: Some(t), random: t },
+            replay_similarity: 0.99,
+        };
         Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
             preprocess: PreprocessConfig::default(),

@@ -234,7 +234,8 @@ fn decode_palette_tiff(bytes: &[u8], config: &PreprocessConfig) -> Result<GrayIm
     check_dimensions(width, height, config)?;
     let photometric = decoder.get_tag_u32(Tag::PhotometricInterpretation).map_err(tiff_err)?;
     let bits = decoder.get_tag_u32(Tag::BitsPerSample).map_err(tiff_err)?;
-    let compression = decoder.find_tag(Tag::Compression).map_err(tiff_err)?.map(|v| v.into_u32()).transpose().map_err(tiff_err)?;
+    let compression =
+        decoder.find_tag(Tag::Compression).map_err(tiff_err)?.map(|v| v.into_u32()).transpose().map_err(tiff_err)?;
     if photometric != 3 || !matches!(bits, 1 | 2 | 4 | 8) || compression.unwrap_or(1) != 1 {
         return Err(PreprocessError::UnknownFormat);
     }
@@ -306,13 +307,8 @@ pub fn preprocess_gray(gray: &GrayImage, config: &PreprocessConfig) -> Result<Pr
         return Err(PreprocessError::NoInk);
     }
     let span = (paper - ink) as f32;
-    let ink_value = |p: u8| -> f32 {
-        if p > threshold {
-            0.0
-        } else {
-            ((paper as f32 - p as f32) / span).clamp(0.0, 1.0)
-        }
-    };
+    let ink_value =
+        |p: u8| -> f32 { if p > threshold { 0.0 } else { ((paper as f32 - p as f32) / span).clamp(0.0, 1.0) } };
 
     let (x0, x1, y0, y1) = ink_bounding_box(gray, threshold, config);
     let (cw, ch) = (x1 - x0 + 1, y1 - y0 + 1);

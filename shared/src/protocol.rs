@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::splits::WriterSplit;
 use crate::dataset::{Dataset, Label, Sample, Unreadable};
-use crate::manifest::Calibration;
 use crate::gallery::{Template, mean_similarity};
+use crate::manifest::Calibration;
 use crate::metrics::{self, Eer, OperatingPoint};
 use crate::preprocess::{PreprocessConfig, Preprocessed};
 
@@ -156,7 +156,11 @@ pub struct VerificationMetrics {
     pub random: Option<ForgeryMetrics>,
 }
 
-fn forgery_metrics(genuine: &[f32], impostor: &[f32], thresholds: Option<OperatingThresholds>) -> Option<ForgeryMetrics> {
+fn forgery_metrics(
+    genuine: &[f32],
+    impostor: &[f32],
+    thresholds: Option<OperatingThresholds>,
+) -> Option<ForgeryMetrics> {
     if genuine.is_empty() || impostor.is_empty() {
         return None;
     }
@@ -173,7 +177,11 @@ fn forgery_metrics(genuine: &[f32], impostor: &[f32], thresholds: Option<Operati
 }
 
 /// Turns test scores into figures, deciding with thresholds calibrated elsewhere.
-pub fn verification_metrics(test: &VerificationScores, references: usize, thresholds: &Thresholds) -> VerificationMetrics {
+pub fn verification_metrics(
+    test: &VerificationScores,
+    references: usize,
+    thresholds: &Thresholds,
+) -> VerificationMetrics {
     VerificationMetrics {
         references,
         writers: test.writers,
@@ -185,7 +193,13 @@ pub fn verification_metrics(test: &VerificationScores, references: usize, thresh
 /// N-way K-shot identification accuracy by the gallery's rule: for each trial, pick `n_way`
 /// writers with more than `k_shot` genuine samples, enrol `k_shot` of each, and classify one
 /// held-out genuine sample of one of them by the highest mean similarity.
-pub fn identification_accuracy(samples: &[EmbeddedSample], n_way: usize, k_shot: usize, trials: usize, seed: u64) -> Option<f64> {
+pub fn identification_accuracy(
+    samples: &[EmbeddedSample],
+    n_way: usize,
+    k_shot: usize,
+    trials: usize,
+    seed: u64,
+) -> Option<f64> {
     let mut by_writer: Vec<(&str, Vec<&EmbeddedSample>)> = Vec::new();
     for s in samples.iter().filter(|s| s.label == Label::Genuine) {
         match by_writer.iter_mut().find(|(w, _)| *w == s.writer) {
@@ -263,9 +277,11 @@ pub fn embed_samples(
         let mut batch = Vec::with_capacity(chunk.len());
         let mut kept = Vec::with_capacity(chunk.len());
         for sample in chunk {
-            let pre = sample.source.read().map_err(|e| e.to_string()).and_then(|bytes| {
-                crate::preprocess::preprocess_bytes(&bytes, config).map_err(|e| e.to_string())
-            });
+            let pre = sample
+                .source
+                .read()
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| crate::preprocess::preprocess_bytes(&bytes, config).map_err(|e| e.to_string()));
             match pre {
                 Ok(p) => {
                     batch.push(p);
@@ -389,7 +405,8 @@ mod tests {
     #[test]
     fn one_shot_scoring() {
         let train: Vec<Template> = (0..3).map(|i| Template::from_embedding(&unit(i * 5, 0.0)).expect("t")).collect();
-        let test: Vec<Template> = [2usize, 0, 1].iter().map(|&i| Template::from_embedding(&unit(i * 5, 0.1)).expect("t")).collect();
+        let test: Vec<Template> =
+            [2usize, 0, 1].iter().map(|&i| Template::from_embedding(&unit(i * 5, 0.1)).expect("t")).collect();
         assert_eq!(one_shot_accuracy(&train, &test, &[2, 0, 1]), 1.0);
         assert!((one_shot_accuracy(&train, &test, &[0, 0, 0]) - 1.0 / 3.0).abs() < 1e-12);
     }

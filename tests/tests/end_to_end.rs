@@ -74,15 +74,17 @@ fn train_export_quantize_enrol_verify() {
     write_dataset(&data, 8);
     let dataset = Dataset::load(&data).expect("dataset");
     let writers = dataset.writers();
-    let split = WriterSplit {
-        train: writers[..4].to_vec(),
-        validation: writers[4..6].to_vec(),
-        test: writers[6..].to_vec(),
-    };
+    let split =
+        WriterSplit { train: writers[..4].to_vec(), validation: writers[4..6].to_vec(), test: writers[6..].to_vec() };
     let run = tmp.path().join("run");
-    RunInfo { data: vec![data.clone()], dataset: dataset.name.clone(), content_hash: dataset.content_hash.clone(), split: split.clone() }
-        .save(&run)
-        .expect("run info");
+    RunInfo {
+        data: vec![data.clone()],
+        dataset: dataset.name.clone(),
+        content_hash: dataset.content_hash.clone(),
+        split: split.clone(),
+    }
+    .save(&run)
+    .expect("run info");
     let device = Device::flex();
     train(&tiny_config(), &dataset, &split, &run, &device, false).expect("train");
 

@@ -61,7 +61,8 @@ fn every_real_image_preprocesses() {
 #[test]
 #[ignore = "needs ../shared/data (run by .ci/run)"]
 fn omniglot_runs_are_complete() {
-    let runs = autograph_shared::dataset::omniglot::load_runs(&shared_data().join("omniglot/all_runs.zip")).expect("runs");
+    let runs =
+        autograph_shared::dataset::omniglot::load_runs(&shared_data().join("omniglot/all_runs.zip")).expect("runs");
     assert_eq!(runs.len(), 20);
     for run in &runs {
         assert_eq!((run.training.len(), run.test.len(), run.answers.len()), (20, 20, 20), "{}", run.name);

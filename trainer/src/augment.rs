@@ -26,7 +26,14 @@ pub struct AugmentConfig {
 
 impl Default for AugmentConfig {
     fn default() -> Self {
-        Self { max_rotation_deg: 5.0, max_scale: 0.10, max_shear: 0.15, max_translate: 0.04, max_dilate: 1.0, max_erode: 0.5 }
+        Self {
+            max_rotation_deg: 5.0,
+            max_scale: 0.10,
+            max_shear: 0.15,
+            max_translate: 0.04,
+            max_dilate: 1.0,
+            max_erode: 0.5,
+        }
     }
 }
 
@@ -78,7 +85,13 @@ pub fn apply(pixels: &[f32], height: usize, width: usize, params: &AugmentParams
 }
 
 /// Draws a transform and applies it.
-pub fn augment<R: Rng + ?Sized>(pixels: &[f32], height: usize, width: usize, config: &AugmentConfig, rng: &mut R) -> Vec<f32> {
+pub fn augment<R: Rng + ?Sized>(
+    pixels: &[f32],
+    height: usize,
+    width: usize,
+    config: &AugmentConfig,
+    rng: &mut R,
+) -> Vec<f32> {
     let params = AugmentParams::sample(config, height, width, rng);
     apply(pixels, height, width, &params)
 }

@@ -40,8 +40,9 @@ impl RunInfo {
 
     pub fn load(run_dir: &Path) -> Result<RunInfo> {
         let path = run_dir.join(RUN_INFO_FILE);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {} (is {} a training run directory?)", path.display(), run_dir.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!("reading {} (is {} a training run directory?)", path.display(), run_dir.display())
+        })?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 }
@@ -145,7 +146,12 @@ fn training_config_json(checkpoint: &Path) -> Result<serde_json::Value> {
 
 /// Preprocessed images of the training writers, for int8 calibration (at most `limit`, spread
 /// evenly over the writers' samples). Test and validation writers are never used.
-fn calibration_images(dataset: &Dataset, split: &WriterSplit, config: &autograph_shared::PreprocessConfig, limit: usize) -> Vec<Vec<f32>> {
+fn calibration_images(
+    dataset: &Dataset,
+    split: &WriterSplit,
+    config: &autograph_shared::PreprocessConfig,
+    limit: usize,
+) -> Vec<Vec<f32>> {
     let train: Vec<&autograph_shared::dataset::Sample> = dataset.samples_of(&split.train).collect();
     let step = (train.len() / limit.max(1)).max(1);
     train
@@ -211,7 +217,8 @@ pub fn quantize_bundle(bundle: &Path, data: &[PathBuf]) -> Result<(Manifest, Qua
     let (is, ir) = eer(&int8_eval.test);
     let accurate = (is - fs).abs() <= 0.005 && (ir - fr).abs() <= 0.005;
     let (f32_ms, int8_ms) = (latency.f32_median.as_secs_f64() * 1e3, latency.int8_median.as_secs_f64() * 1e3);
-    let latency_json = serde_json::json!({ "tract_f32_median": f32_ms, "tract_int8_median": int8_ms, "runs": latency.runs });
+    let latency_json =
+        serde_json::json!({ "tract_f32_median": f32_ms, "tract_int8_median": int8_ms, "runs": latency.runs });
     let faster = int8_ms < f32_ms;
     let default_precision = if accurate && faster { Precision::Int8 } else { Precision::F32 };
     let why = format!(
@@ -262,7 +269,12 @@ pub struct ParityReport {
 
 /// Checks a bundle: manifest version, hashes, both files load in tract, and parity on real
 /// images: burn vs tract (≤ 1e-4, with `checkpoint`) and int8 vs f32 (cosine ≥ 0.99).
-pub fn check_bundle(bundle: &Path, data: &[PathBuf], checkpoint: Option<&Path>, device: &Device) -> Result<ParityReport> {
+pub fn check_bundle(
+    bundle: &Path,
+    data: &[PathBuf],
+    checkpoint: Option<&Path>,
+    device: &Device,
+) -> Result<ParityReport> {
     use crate::export::TractEmbedder;
     use autograph_shared::protocol::Embedder;
     let manifest = Manifest::load(bundle)?;
@@ -308,7 +320,12 @@ pub fn check_bundle(bundle: &Path, data: &[PathBuf], checkpoint: Option<&Path>, 
         None => None,
     };
     let passed = burn_vs_tract.is_none_or(|d| d <= 1e-4) && int8_cos.is_none_or(|c| c >= 0.99);
-    Ok(ParityReport { images: images.len(), burn_vs_tract_f32_max_abs: burn_vs_tract, int8_vs_f32_min_cosine: int8_cos, passed })
+    Ok(ParityReport {
+        images: images.len(),
+        burn_vs_tract_f32_max_abs: burn_vs_tract,
+        int8_vs_f32_min_cosine: int8_cos,
+        passed,
+    })
 }
 
 fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {

@@ -62,11 +62,7 @@ impl ImageCache {
         config.validate().map_err(|e| DataError::Config(e.to_string()))?;
         let samples: Vec<_> =
             dataset.samples.iter().filter(|s| writers.is_none_or(|w| w.contains(&s.writer))).collect();
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        };
+        let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
         let chunk = samples.len().div_ceil(threads.max(1)).max(1);
         let results: Vec<Result<Preprocessed, String>> = std::thread::scope(|scope| {
             let handles: Vec<_> = samples
@@ -222,9 +218,8 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     fn tiny_cache() -> ImageCache {
-        let images = (0..4)
-            .map(|i| (SampleMeta { writer: i % 2, forged: i == 3 }, vec![i as f32 / 4.0; 8 * 16]))
-            .collect();
+        let images =
+            (0..4).map(|i| (SampleMeta { writer: i % 2, forged: i == 3 }, vec![i as f32 / 4.0; 8 * 16])).collect();
         ImageCache::from_maps(8, 16, vec!["a".into(), "b".into()], images).expect("cache")
     }
 
@@ -251,7 +246,12 @@ mod tests {
 
     #[test]
     fn wrong_sized_maps_are_refused() {
-        let err = ImageCache::from_maps(8, 16, vec!["a".into()], vec![(SampleMeta { writer: 0, forged: false }, vec![0.0; 3])]);
+        let err = ImageCache::from_maps(
+            8,
+            16,
+            vec!["a".into()],
+            vec![(SampleMeta { writer: 0, forged: false }, vec![0.0; 3])],
+        );
         assert!(matches!(err, Err(DataError::WrongSize { index: 0, found: 3, .. })));
     }
 }

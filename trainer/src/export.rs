@@ -34,10 +34,8 @@ pub fn export_onnx(model: &EmbeddingNet, config: &ModelConfig, device: &Device) 
     // The exporter moves a *clone* of the module to its capture device, but BatchNorm's running
     // statistics are shared between clones, so the caller's model would be left pointing at a
     // closed capture device. Export from an independent copy rebuilt from the record instead.
-    let model = config
-        .init(device)
-        .map_err(|e| ExportError::Trace(e.to_string()))?
-        .load_record(model.clone().into_record());
+    let model =
+        config.init(device).map_err(|e| ExportError::Trace(e.to_string()))?.load_record(model.clone().into_record());
     let model = &model;
     let sample = Tensor::<4>::zeros([1, 1, h, w], device);
     let validation = Tensor::<4>::zeros([2, 1, h, w], device);
@@ -82,7 +80,12 @@ pub fn rename_io(onnx: &[u8], input: &str, output: &str) -> Result<Vec<u8>, Expo
 
 /// Runs an ONNX model in tract (f32 input `[n, 1, H, W]`) and returns the `[n, d]` output rows:
 /// the trainer's own check that what it exported computes what burn computes.
-pub fn run_tract(model_bytes: &[u8], images: &[Vec<f32>], height: usize, width: usize) -> anyhow::Result<Vec<Vec<f32>>> {
+pub fn run_tract(
+    model_bytes: &[u8],
+    images: &[Vec<f32>],
+    height: usize,
+    width: usize,
+) -> anyhow::Result<Vec<Vec<f32>>> {
     use tract_onnx::prelude::*;
     let n = images.len();
     let model = tract_onnx::onnx()
@@ -170,19 +173,13 @@ mod tests {
         assert_eq!(graph.output[0].name, OUTPUT_NAME);
 
         // Three images of smooth patterns, batch of 3 through the dynamic batch axis.
-        let images: Vec<Vec<f32>> = (0..3)
-            .map(|k| (0..16 * 32).map(|i| (i as f32 * 0.07 + k as f32).sin() * 0.5 + 0.5).collect())
-            .collect();
+        let images: Vec<Vec<f32>> =
+            (0..3).map(|k| (0..16 * 32).map(|i| (i as f32 * 0.07 + k as f32).sin() * 0.5 + 0.5).collect()).collect();
         let from_tract = run_tract(&onnx, &images, 16, 32).expect("tract");
         let flat: Vec<f32> = images.concat();
         let input = Tensor::<4>::from_data(TensorData::new(flat, [3, 1, 16, 32]), &device);
         let from_burn: Vec<f32> = model.forward(input).into_data().try_to_vec::<f32>().expect("vec");
-        let max_diff = from_tract
-            .concat()
-            .iter()
-            .zip(&from_burn)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let max_diff = from_tract.concat().iter().zip(&from_burn).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(max_diff <= 1e-4, "burn vs tract max abs diff {max_diff}");
         // Unit vectors: the normalisation is inside the graph.
         for row in &from_tract {

@@ -143,30 +143,22 @@ static CATALOGUE: [CatalogueEntry; 5] = [
     CatalogueEntry {
         name: "cedar",
         summary: "CEDAR offline signatures: 55 writers, genuine and skilled forgeries (on request)",
-        availability: Availability::OnRequest {
-            instructions: CEDAR_INSTRUCTIONS,
-        },
+        availability: Availability::OnRequest { instructions: CEDAR_INSTRUCTIONS },
     },
     CatalogueEntry {
         name: "svc2004",
         summary: "SVC2004 signatures: 40 writers, genuine and skilled forgeries (on request)",
-        availability: Availability::OnRequest {
-            instructions: SVC2004_INSTRUCTIONS,
-        },
+        availability: Availability::OnRequest { instructions: SVC2004_INSTRUCTIONS },
     },
     CatalogueEntry {
         name: "bhsig260",
         summary: "BHSig260 Bengali and Hindi signatures: 260 writers (on request)",
-        availability: Availability::OnRequest {
-            instructions: BHSIG260_INSTRUCTIONS,
-        },
+        availability: Availability::OnRequest { instructions: BHSIG260_INSTRUCTIONS },
     },
     CatalogueEntry {
         name: "gpds",
         summary: "GPDS signature corpora (licensed on request)",
-        availability: Availability::OnRequest {
-            instructions: GPDS_INSTRUCTIONS,
-        },
+        availability: Availability::OnRequest { instructions: GPDS_INSTRUCTIONS },
     },
 ];
 
@@ -177,9 +169,7 @@ pub fn catalogue() -> &'static [CatalogueEntry] {
 
 /// The catalogue entry called `name` (case-insensitive), if any.
 pub fn find_entry(name: &str) -> Option<&'static CatalogueEntry> {
-    CATALOGUE
-        .iter()
-        .find(|entry| entry.name.eq_ignore_ascii_case(name))
+    CATALOGUE.iter().find(|entry| entry.name.eq_ignore_ascii_case(name))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -206,13 +196,7 @@ pub struct FetchRequest {
 impl FetchRequest {
     /// A request for `target` (catalogue name or URL) with default cache, limits and retries.
     pub fn new(target: impl Into<String>) -> Self {
-        Self {
-            target: target.into(),
-            sha256: None,
-            cache_dir: None,
-            limits: ExtractLimits::default(),
-            retries: 3,
-        }
+        Self { target: target.into(), sha256: None, cache_dir: None, limits: ExtractLimits::default(), retries: 3 }
     }
 }
 
@@ -228,10 +212,7 @@ pub struct ExtractLimits {
 impl Default for ExtractLimits {
     /// Generous for signature data sets (a few GB, some 100 000 files), small next to a bomb.
     fn default() -> Self {
-        Self {
-            max_total_bytes: 16 << 30,
-            max_entries: 1_000_000,
-        }
+        Self { max_total_bytes: 16 << 30, max_entries: 1_000_000 }
     }
 }
 
@@ -272,15 +253,10 @@ pub struct DownloadedFile {
 impl fmt::Display for FetchedDataset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.outcome {
-            FetchOutcome::Published => {
-                write!(f, "{}: published at {}", self.name, self.path.display())?
+            FetchOutcome::Published => write!(f, "{}: published at {}", self.name, self.path.display())?,
+            FetchOutcome::AlreadyPresent => {
+                write!(f, "{}: already present at {}; nothing to do", self.name, self.path.display())?
             }
-            FetchOutcome::AlreadyPresent => write!(
-                f,
-                "{}: already present at {}; nothing to do",
-                self.name,
-                self.path.display()
-            )?,
         }
         for file in self.files.iter().filter(|file| !file.verified) {
             write!(
@@ -309,11 +285,7 @@ pub enum FetchError {
          {instructions}\nPut the data at {}.",
         .destination.display()
     )]
-    RequestOnly {
-        name: &'static str,
-        instructions: &'static str,
-        destination: PathBuf,
-    },
+    RequestOnly { name: &'static str, instructions: &'static str, destination: PathBuf },
 
     /// The URL cannot be fetched (scheme, or no file name to name the data set after).
     #[error("{url}: {reason}")]
@@ -337,36 +309,20 @@ pub enum FetchError {
 
     /// The downloaded file is not the pinned one; it was deleted.
     #[error("{url}: checksum mismatch: expected sha256 {expected}, got {actual}")]
-    ChecksumMismatch {
-        url: String,
-        expected: String,
-        actual: String,
-    },
+    ChecksumMismatch { url: String, expected: String, actual: String },
 
     /// An archive entry would write outside the data set directory, or is a device file,
     /// FIFO or other special file.
     #[error("{}: refusing entry `{entry}`: {reason}", .archive.display())]
-    UnsafeEntry {
-        archive: PathBuf,
-        entry: String,
-        reason: String,
-    },
+    UnsafeEntry { archive: PathBuf, entry: String, reason: String },
 
     /// The archive unpacks to more bytes or entries than [`ExtractLimits`] allow.
     #[error("{}: entry `{entry}` goes over the limit of {limit}", .archive.display())]
-    LimitExceeded {
-        archive: PathBuf,
-        entry: String,
-        limit: String,
-    },
+    LimitExceeded { archive: PathBuf, entry: String, limit: String },
 
     /// The archive is damaged or uses a feature the readers do not support.
     #[error("{}: cannot read the archive{}: {cause}", .archive.display(), at_entry(.entry))]
-    BadArchive {
-        archive: PathBuf,
-        entry: Option<String>,
-        cause: Box<dyn std::error::Error + Send + Sync>,
-    },
+    BadArchive { archive: PathBuf, entry: Option<String>, cause: Box<dyn std::error::Error + Send + Sync> },
 
     /// Reading or writing a local file failed.
     #[error("{}: {cause}", .path.display())]
@@ -374,17 +330,11 @@ pub enum FetchError {
 }
 
 fn at_entry(entry: &Option<String>) -> String {
-    entry
-        .as_deref()
-        .map(|name| format!(" at entry `{name}`"))
-        .unwrap_or_default()
+    entry.as_deref().map(|name| format!(" at entry `{name}`")).unwrap_or_default()
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> FetchError + '_ {
-    move |cause| FetchError::Io {
-        path: path.to_path_buf(),
-        cause,
-    }
+    move |cause| FetchError::Io { path: path.to_path_buf(), cause }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -400,17 +350,9 @@ pub fn default_cache_dir() -> Result<PathBuf, FetchError> {
 /// [`default_cache_dir`] over an environment lookup, so the precedence is testable without
 /// touching the process environment. Empty and (for XDG) relative values are ignored.
 fn cache_dir_from(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
-    let non_empty = |name: &str| {
-        var(name)
-            .filter(|value| !value.is_empty())
-            .map(PathBuf::from)
-    };
+    let non_empty = |name: &str| var(name).filter(|value| !value.is_empty()).map(PathBuf::from);
     non_empty("AUTOGRAPH_CACHE")
-        .or_else(|| {
-            non_empty("XDG_CACHE_HOME")
-                .filter(|dir| dir.is_absolute())
-                .map(|dir| dir.join("autograph"))
-        })
+        .or_else(|| non_empty("XDG_CACHE_HOME").filter(|dir| dir.is_absolute()).map(|dir| dir.join("autograph")))
         .or_else(|| non_empty("HOME").map(|home| home.join(".cache").join("autograph")))
 }
 
@@ -444,13 +386,7 @@ fn fetch_with(
         None => default_cache_dir()?,
     };
     let plan = plan_for(request, &cache)?;
-    let settings = Settings {
-        cache: &cache,
-        limits: request.limits,
-        retries: request.retries,
-        agent,
-        progress,
-    };
+    let settings = Settings { cache: &cache, limits: request.limits, retries: request.retries, agent, progress };
     execute(&plan, &settings)
 }
 
@@ -511,9 +447,7 @@ impl ArchiveKind {
     fn split(file_name: &str) -> Option<(ArchiveKind, &str)> {
         let lower = file_name.to_ascii_lowercase();
         Self::EXTENSIONS.iter().find_map(|&(extension, kind)| {
-            lower
-                .ends_with(extension)
-                .then(|| (kind, &file_name[..file_name.len() - extension.len()]))
+            lower.ends_with(extension).then(|| (kind, &file_name[..file_name.len() - extension.len()]))
         })
     }
 }
@@ -527,17 +461,10 @@ fn plan_for(request: &FetchRequest, cache: &Path) -> Result<Plan, FetchError> {
     }
     let entry = find_entry(target).ok_or_else(|| FetchError::UnknownDataset {
         name: target.to_owned(),
-        known: CATALOGUE
-            .iter()
-            .map(|entry| entry.name)
-            .collect::<Vec<_>>()
-            .join(", "),
+        known: CATALOGUE.iter().map(|entry| entry.name).collect::<Vec<_>>().join(", "),
     })?;
     if request.sha256.is_some() {
-        log::warn!(
-            "{}: the catalogue pins its checksums; ignoring --sha256",
-            entry.name
-        );
+        log::warn!("{}: the catalogue pins its checksums; ignoring --sha256", entry.name);
     }
     plan_for_entry(entry, cache)
 }
@@ -552,47 +479,29 @@ fn plan_for_entry(entry: &'static CatalogueEntry, cache: &Path) -> Result<Plan, 
                     url: file.url.to_owned(),
                     file_name: file.file_name.to_owned(),
                     sha256: Some(file.sha256.to_owned()),
-                    unpack: if file.unpack {
-                        ArchiveKind::split(file.file_name).map(|(kind, _)| kind)
-                    } else {
-                        None
-                    },
+                    unpack: if file.unpack { ArchiveKind::split(file.file_name).map(|(kind, _)| kind) } else { None },
                 })
                 .collect(),
         }),
-        Availability::OnRequest { instructions } => Err(FetchError::RequestOnly {
-            name: entry.name,
-            instructions,
-            destination: cache.join(entry.name),
-        }),
+        Availability::OnRequest { instructions } => {
+            Err(FetchError::RequestOnly { name: entry.name, instructions, destination: cache.join(entry.name) })
+        }
     }
 }
 
 /// A URL names one file; an archive is unpacked into a data set named after it.
 fn plan_for_url(url: &str, sha256: Option<String>) -> Result<Plan, FetchError> {
-    let unsupported = |reason| FetchError::UnsupportedUrl {
-        url: url.to_owned(),
-        reason,
-    };
+    let unsupported = |reason| FetchError::UnsupportedUrl { url: url.to_owned(), reason };
     let lower = url.to_ascii_lowercase();
     if !(lower.starts_with("http://") || lower.starts_with("https://")) {
         return Err(unsupported("only http:// and https:// URLs can be fetched"));
     }
-    let file_name = file_name_of_url(url)
-        .ok_or_else(|| unsupported("the URL does not end with a file name"))?;
+    let file_name = file_name_of_url(url).ok_or_else(|| unsupported("the URL does not end with a file name"))?;
     let (unpack, name) = match ArchiveKind::split(&file_name) {
         Some((kind, stem)) if !stem.is_empty() => (Some(kind), stem.to_owned()),
         _ => (None, file_name.clone()),
     };
-    Ok(Plan {
-        name,
-        files: vec![FileSpec {
-            url: url.to_owned(),
-            file_name,
-            sha256,
-            unpack,
-        }],
-    })
+    Ok(Plan { name, files: vec![FileSpec { url: url.to_owned(), file_name, sha256, unpack }] })
 }
 
 /// The last path segment of a URL, reduced to characters safe in a file name.
@@ -601,16 +510,8 @@ fn file_name_of_url(url: &str) -> Option<String> {
     let (_, after_scheme) = without_query.split_once("://")?;
     let (_, path) = after_scheme.split_once('/')?;
     let last = path.rsplit('/').next()?;
-    let cleaned: String = last
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let cleaned: String =
+        last.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
     let cleaned = cleaned.trim_start_matches('.');
     (!cleaned.is_empty()).then(|| cleaned.to_owned())
 }
@@ -621,9 +522,7 @@ fn parse_sha256(value: &str) -> Result<String, FetchError> {
     if trimmed.len() == 64 && trimmed.chars().all(|c| c.is_ascii_hexdigit()) {
         Ok(trimmed.to_ascii_lowercase())
     } else {
-        Err(FetchError::InvalidChecksum {
-            value: value.to_owned(),
-        })
+        Err(FetchError::InvalidChecksum { value: value.to_owned() })
     }
 }
 
@@ -644,12 +543,7 @@ struct Settings<'a> {
 /// every file is downloaded first, then the data set is staged and published.
 fn execute(plan: &Plan, settings: &Settings<'_>) -> Result<FetchedDataset, FetchError> {
     let final_dir = settings.cache.join(&plan.name);
-    let result = |outcome, files| FetchedDataset {
-        name: plan.name.clone(),
-        path: final_dir.clone(),
-        outcome,
-        files,
-    };
+    let result = |outcome, files| FetchedDataset { name: plan.name.clone(), path: final_dir.clone(), outcome, files };
     if final_dir.is_dir() {
         log::info!("{}: already present at {}", plan.name, final_dir.display());
         return Ok(result(FetchOutcome::AlreadyPresent, Vec::new()));
@@ -662,11 +556,7 @@ fn execute(plan: &Plan, settings: &Settings<'_>) -> Result<FetchedDataset, Fetch
     for spec in &plan.files {
         let (path, sha256) = obtain(spec, &downloads, settings)?;
         local_files.push(path);
-        downloaded.push(DownloadedFile {
-            url: spec.url.clone(),
-            sha256,
-            verified: spec.sha256.is_some(),
-        });
+        downloaded.push(DownloadedFile { url: spec.url.clone(), sha256, verified: spec.sha256.is_some() });
     }
 
     let staging = tempfile::Builder::new()
@@ -684,12 +574,7 @@ fn execute(plan: &Plan, settings: &Settings<'_>) -> Result<FetchedDataset, Fetch
 
 /// Puts one downloaded file into the staging directory: unpacked, or kept as the file.
 /// An archive that cannot be unpacked is deleted, so the next fetch downloads it afresh.
-fn stage(
-    spec: &FileSpec,
-    path: &Path,
-    staging: &Path,
-    limits: ExtractLimits,
-) -> Result<(), FetchError> {
+fn stage(spec: &FileSpec, path: &Path, staging: &Path, limits: ExtractLimits) -> Result<(), FetchError> {
     match spec.unpack {
         Some(kind) => extract(path, kind, staging, limits).inspect_err(|_| {
             let _ = fs::remove_file(path);
@@ -718,10 +603,7 @@ fn publish(staging: tempfile::TempDir, final_dir: &Path) -> Result<FetchOutcome,
             Ok(FetchOutcome::Published)
         }
         Err(_) if final_dir.is_dir() => Ok(FetchOutcome::AlreadyPresent),
-        Err(cause) => Err(FetchError::Io {
-            path: final_dir.to_path_buf(),
-            cause,
-        }),
+        Err(cause) => Err(FetchError::Io { path: final_dir.to_path_buf(), cause }),
     }
 }
 
@@ -749,19 +631,11 @@ fn remove_downloads(downloads: &Path) {
 /// A verified local copy of `spec` in `downloads` and its sha256: reused when an earlier
 /// fetch left it there, downloaded (resuming `FILE.part`) otherwise. A download whose
 /// checksum is wrong is deleted, so the next fetch starts from scratch.
-fn obtain(
-    spec: &FileSpec,
-    downloads: &Path,
-    settings: &Settings<'_>,
-) -> Result<(PathBuf, String), FetchError> {
+fn obtain(spec: &FileSpec, downloads: &Path, settings: &Settings<'_>) -> Result<(PathBuf, String), FetchError> {
     let complete = downloads.join(&spec.file_name);
     if complete.is_file() {
         let actual = sha256_of(&complete)?;
-        if spec
-            .sha256
-            .as_deref()
-            .is_none_or(|expected| expected == actual)
-        {
+        if spec.sha256.as_deref().is_none_or(|expected| expected == actual) {
             return Ok((complete, actual));
         }
         fs::remove_file(&complete).map_err(io_error(&complete))?;
@@ -778,11 +652,7 @@ fn obtain(
         && *expected != actual
     {
         let _ = fs::remove_file(&part);
-        return Err(FetchError::ChecksumMismatch {
-            url: spec.url.clone(),
-            expected: expected.clone(),
-            actual,
-        });
+        return Err(FetchError::ChecksumMismatch { url: spec.url.clone(), expected: expected.clone(), actual });
     }
     fs::rename(&part, &complete).map_err(io_error(&complete))?;
     Ok((complete, actual))
@@ -805,18 +675,12 @@ fn download_resuming(url: &str, part: &Path, settings: &Settings<'_>) -> Result<
         match transfer(settings.agent, url, part, settings.progress) {
             Ok(Transfer::Complete) => return Ok(()),
             Ok(Transfer::Restart) => {
-                log::info!(
-                    "{url}: cannot resume {}; downloading from the start",
-                    part.display()
-                );
+                log::info!("{url}: cannot resume {}; downloading from the start", part.display());
                 fs::remove_file(part).map_err(io_error(part))?;
             }
             Err(error @ FetchError::Network { .. }) if attempt < settings.retries => {
                 attempt += 1;
-                log::warn!(
-                    "{error}; resuming (retry {attempt} of {})",
-                    settings.retries
-                );
+                log::warn!("{error}; resuming (retry {attempt} of {})", settings.retries);
                 std::thread::sleep(RETRY_PAUSE * attempt);
             }
             Err(error) => return Err(error),
@@ -827,28 +691,18 @@ fn download_resuming(url: &str, part: &Path, settings: &Settings<'_>) -> Result<
 /// One HTTP exchange: asks for the bytes `part` lacks and appends them, or takes the whole
 /// file when the server ignores the range (200). A `Restart` is only ever returned when
 /// `part` is not empty, so the caller's loop cannot restart forever.
-fn transfer(
-    agent: &ureq::Agent,
-    url: &str,
-    part: &Path,
-    progress: &ProgressBar,
-) -> Result<Transfer, FetchError> {
+fn transfer(agent: &ureq::Agent, url: &str, part: &Path, progress: &ProgressBar) -> Result<Transfer, FetchError> {
     let have = partial_len(part)?;
     let mut request = agent.get(url);
     if have > 0 {
         request = request.header("Range", format!("bytes={have}-"));
     }
-    let mut response = request.call().map_err(|cause| FetchError::Network {
-        url: url.to_owned(),
-        cause,
-    })?;
+    let mut response = request.call().map_err(|cause| FetchError::Network { url: url.to_owned(), cause })?;
     let range = ContentRange::of(&response);
     match response.status().as_u16() {
         200 => {
             if have > 0 {
-                log::info!(
-                    "{url}: the server ignored the range request; downloading from the start"
-                );
+                log::info!("{url}: the server ignored the range request; downloading from the start");
             }
             receive(&mut response, url, part, 0, progress)
         }
@@ -856,10 +710,7 @@ fn transfer(
         206 if have > 0 => Ok(Transfer::Restart),
         416 if have > 0 && range.total == Some(have) => Ok(Transfer::Complete),
         416 if have > 0 => Ok(Transfer::Restart),
-        status => Err(FetchError::HttpStatus {
-            url: url.to_owned(),
-            status,
-        }),
+        status => Err(FetchError::HttpStatus { url: url.to_owned(), status }),
     }
 }
 
@@ -868,10 +719,7 @@ fn partial_len(part: &Path) -> Result<u64, FetchError> {
     match fs::metadata(part) {
         Ok(metadata) => Ok(metadata.len()),
         Err(cause) if cause.kind() == io::ErrorKind::NotFound => Ok(0),
-        Err(cause) => Err(FetchError::Io {
-            path: part.to_path_buf(),
-            cause,
-        }),
+        Err(cause) => Err(FetchError::Io { path: part.to_path_buf(), cause }),
     }
 }
 
@@ -898,9 +746,7 @@ impl ContentRange {
         };
         let (range, total) = spec.trim().split_once('/').unwrap_or((spec.trim(), "*"));
         Self {
-            start: range
-                .split_once('-')
-                .and_then(|(start, _)| start.trim().parse().ok()),
+            start: range.split_once('-').and_then(|(start, _)| start.trim().parse().ok()),
             total: total.trim().parse().ok(),
         }
     }
@@ -922,17 +768,12 @@ fn receive(
     progress.set_position(offset);
     let mut file = open_part(part, offset)?;
     let mut body = response.body_mut().as_reader();
-    let copied = pump(&mut body, &mut file, u64::MAX, &mut |bytes| {
-        progress.inc(bytes)
-    });
+    let copied = pump(&mut body, &mut file, u64::MAX, &mut |bytes| progress.inc(bytes));
     let synced = file.sync_all();
     match copied {
         Ok(_) => {}
         Err(PumpError::Read(cause)) => {
-            return Err(FetchError::Network {
-                url: url.to_owned(),
-                cause: ureq::Error::Io(cause),
-            });
+            return Err(FetchError::Network { url: url.to_owned(), cause: ureq::Error::Io(cause) });
         }
         Err(PumpError::Write(cause)) => return Err(io_error(part)(cause)),
         Err(PumpError::TooLarge) => unreachable!("downloads are not size-limited"),
@@ -943,11 +784,7 @@ fn receive(
 
 /// The partial file, truncated when the download starts over, appended to when it resumes.
 fn open_part(part: &Path, offset: u64) -> Result<File, FetchError> {
-    let opened = if offset == 0 {
-        File::create(part)
-    } else {
-        OpenOptions::new().append(true).open(part)
-    };
+    let opened = if offset == 0 { File::create(part) } else { OpenOptions::new().append(true).open(part) };
     opened.map_err(io_error(part))
 }
 
@@ -980,9 +817,7 @@ fn pump(
         if total > limit {
             return Err(PumpError::TooLarge);
         }
-        writer
-            .write_all(&buffer[..count])
-            .map_err(PumpError::Write)?;
+        writer.write_all(&buffer[..count]).map_err(PumpError::Write)?;
         on_chunk(count as u64);
     }
 }
@@ -1001,12 +836,7 @@ fn sha256_of(path: &Path) -> Result<String, FetchError> {
 
 /// Unpacks `archive` into `root`, refusing any entry that could write outside it and any
 /// archive that goes over `limits`.
-fn extract(
-    archive: &Path,
-    kind: ArchiveKind,
-    root: &Path,
-    limits: ExtractLimits,
-) -> Result<(), FetchError> {
+fn extract(archive: &Path, kind: ArchiveKind, root: &Path, limits: ExtractLimits) -> Result<(), FetchError> {
     let mut out = Extractor::new(archive, root, limits);
     match kind {
         ArchiveKind::Zip => extract_zip(&mut out)?,
@@ -1017,9 +847,7 @@ fn extract(
 }
 
 fn open_archive(archive: &Path) -> Result<BufReader<File>, FetchError> {
-    File::open(archive)
-        .map(BufReader::new)
-        .map_err(io_error(archive))
+    File::open(archive).map(BufReader::new).map_err(io_error(archive))
 }
 
 /// What an archive entry is, in the terms extraction cares about.
@@ -1036,20 +864,16 @@ enum EntryKind {
 }
 
 fn extract_zip(out: &mut Extractor<'_>) -> Result<(), FetchError> {
-    let mut zip = zip::ZipArchive::new(open_archive(out.archive)?)
-        .map_err(|cause| out.bad_archive(None, cause))?;
+    let mut zip = zip::ZipArchive::new(open_archive(out.archive)?).map_err(|cause| out.bad_archive(None, cause))?;
     for index in 0..zip.len() {
         let name = zip.name_for_index(index).unwrap_or_default().to_owned();
-        let mut entry = zip
-            .by_index(index)
-            .map_err(|cause| out.bad_archive(Some(&name), cause))?;
+        let mut entry = zip.by_index(index).map_err(|cause| out.bad_archive(Some(&name), cause))?;
         out.count_entry(&name)?;
         match zip_entry_kind(&entry) {
             EntryKind::Dir => out.make_dir(&name)?,
             EntryKind::File => out.write_file(&name, &mut entry)?,
             EntryKind::Symlink => {
-                let target = read_link_target(&mut entry)
-                    .map_err(|cause| out.bad_archive(Some(&name), cause))?;
+                let target = read_link_target(&mut entry).map_err(|cause| out.bad_archive(Some(&name), cause))?;
                 out.add_symlink(&name, &target)?;
             }
             EntryKind::HardLink | EntryKind::Metadata => {
@@ -1089,9 +913,7 @@ fn read_link_target(entry: &mut dyn Read) -> io::Result<String> {
 
 fn extract_tar(reader: impl Read, out: &mut Extractor<'_>) -> Result<(), FetchError> {
     let mut tar = tar::Archive::new(reader);
-    let entries = tar
-        .entries()
-        .map_err(|cause| out.bad_archive(None, cause))?;
+    let entries = tar.entries().map_err(|cause| out.bad_archive(None, cause))?;
     for entry in entries {
         let mut entry = entry.map_err(|cause| out.bad_archive(None, cause))?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -1100,12 +922,8 @@ fn extract_tar(reader: impl Read, out: &mut Extractor<'_>) -> Result<(), FetchEr
             continue;
         }
         out.count_entry(&name)?;
-        let link_target = || {
-            entry
-                .link_name_bytes()
-                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-                .unwrap_or_default()
-        };
+        let link_target =
+            || entry.link_name_bytes().map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default();
         match kind {
             EntryKind::Dir => out.make_dir(&name)?,
             EntryKind::Symlink => out.add_symlink(&name, &link_target())?,
@@ -1156,37 +974,18 @@ struct Extractor<'a> {
 
 impl<'a> Extractor<'a> {
     fn new(archive: &'a Path, root: &'a Path, limits: ExtractLimits) -> Self {
-        Self {
-            archive,
-            root,
-            limits,
-            entries: 0,
-            bytes: 0,
-            links: Vec::new(),
-        }
+        Self { archive, root, limits, entries: 0, bytes: 0, links: Vec::new() }
     }
 
     fn unsafe_entry(&self, entry: &str, reason: impl Into<String>) -> FetchError {
-        FetchError::UnsafeEntry {
-            archive: self.archive.to_path_buf(),
-            entry: entry.to_owned(),
-            reason: reason.into(),
-        }
+        FetchError::UnsafeEntry { archive: self.archive.to_path_buf(), entry: entry.to_owned(), reason: reason.into() }
     }
 
     fn over_limit(&self, entry: &str, limit: String) -> FetchError {
-        FetchError::LimitExceeded {
-            archive: self.archive.to_path_buf(),
-            entry: entry.to_owned(),
-            limit,
-        }
+        FetchError::LimitExceeded { archive: self.archive.to_path_buf(), entry: entry.to_owned(), limit }
     }
 
-    fn bad_archive(
-        &self,
-        entry: Option<&str>,
-        cause: impl std::error::Error + Send + Sync + 'static,
-    ) -> FetchError {
+    fn bad_archive(&self, entry: Option<&str>, cause: impl std::error::Error + Send + Sync + 'static) -> FetchError {
         FetchError::BadArchive {
             archive: self.archive.to_path_buf(),
             entry: entry.map(str::to_owned),
@@ -1235,10 +1034,9 @@ impl<'a> Extractor<'a> {
             }
             Err(PumpError::Read(cause)) => Err(self.bad_archive(Some(entry), cause)),
             Err(PumpError::Write(cause)) => Err(io_error(&destination)(cause)),
-            Err(PumpError::TooLarge) => Err(self.over_limit(
-                entry,
-                format!("{} bytes in all", self.limits.max_total_bytes),
-            )),
+            Err(PumpError::TooLarge) => {
+                Err(self.over_limit(entry, format!("{} bytes in all", self.limits.max_total_bytes)))
+            }
         }
     }
 
@@ -1254,10 +1052,9 @@ impl<'a> Extractor<'a> {
         };
         let is_file = fs::symlink_metadata(&source).is_ok_and(|metadata| metadata.is_file());
         if !is_file {
-            return Err(self.unsafe_entry(
-                entry,
-                format!("hard link to `{target}`, which is not a file extracted before it"),
-            ));
+            return Err(
+                self.unsafe_entry(entry, format!("hard link to `{target}`, which is not a file extracted before it"))
+            );
         }
         let mut content = File::open(&source).map_err(io_error(&source))?;
         self.write_file(entry, &mut content)
@@ -1268,16 +1065,9 @@ impl<'a> Extractor<'a> {
     fn add_symlink(&mut self, entry: &str, target: &str) -> Result<(), FetchError> {
         let path = self.checked_path(entry)?;
         if !link_target_inside(&path, target) {
-            return Err(self.unsafe_entry(
-                entry,
-                format!("symbolic link to `{target}` points outside the archive"),
-            ));
+            return Err(self.unsafe_entry(entry, format!("symbolic link to `{target}` points outside the archive")));
         }
-        self.links.push(PendingLink {
-            entry: entry.to_owned(),
-            path,
-            target: target.to_owned(),
-        });
+        self.links.push(PendingLink { entry: entry.to_owned(), path, target: target.to_owned() });
         Ok(())
     }
 
@@ -1301,10 +1091,7 @@ impl<'a> Extractor<'a> {
         std::os::unix::fs::symlink(&link.target, &location).map_err(io_error(&location))?;
         let reason = match fs::canonicalize(&location) {
             Ok(resolved) if resolved.starts_with(canonical_root) => return Ok(()),
-            Ok(_) => format!(
-                "symbolic link to `{}` resolves outside the archive",
-                link.target
-            ),
+            Ok(_) => format!("symbolic link to `{}` resolves outside the archive", link.target),
             Err(_) => format!("symbolic link to `{}` is dangling or loops", link.target),
         };
         let _ = fs::remove_file(&location);
@@ -1418,10 +1205,8 @@ mod tests {
         fn start(files: Vec<(&str, Vec<u8>, Quirks)>) -> Self {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
             let base = format!("http://{}", listener.local_addr().expect("local address"));
-            let files: Files = files
-                .into_iter()
-                .map(|(name, bytes, quirks)| (format!("/{name}"), (bytes, quirks)))
-                .collect();
+            let files: Files =
+                files.into_iter().map(|(name, bytes, quirks)| (format!("/{name}"), (bytes, quirks))).collect();
             let log = Arc::new(Mutex::new(Vec::new()));
             let server_log = Arc::clone(&log);
             std::thread::spawn(move || {
@@ -1442,12 +1227,7 @@ mod tests {
         }
     }
 
-    fn serve(
-        mut stream: TcpStream,
-        files: &Files,
-        seen: &mut HashMap<String, usize>,
-        log: &Mutex<Vec<Logged>>,
-    ) {
+    fn serve(mut stream: TcpStream, files: &Files, seen: &mut HashMap<String, usize>, log: &Mutex<Vec<Logged>>) {
         let Some((path, range)) = read_request(&stream) else {
             return;
         };
@@ -1456,37 +1236,19 @@ mod tests {
         let first = *count == 1;
         let Some((body, quirks)) = files.get(&path) else {
             log_request(log, &path, range, 404);
-            let _ = stream.write_all(
-                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            );
+            let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             return;
         };
         let start = if quirks.ignore_range {
             None
         } else {
-            range.as_deref().and_then(|value| {
-                value
-                    .strip_prefix("bytes=")?
-                    .strip_suffix('-')?
-                    .parse::<usize>()
-                    .ok()
-            })
+            range.as_deref().and_then(|value| value.strip_prefix("bytes=")?.strip_suffix('-')?.parse::<usize>().ok())
         };
         let (status, headers, content): (u16, String, &[u8]) = match start {
-            Some(start) if start >= body.len() => (
-                416,
-                format!("Content-Range: bytes */{}\r\n", body.len()),
-                &[],
-            ),
-            Some(start) => (
-                206,
-                format!(
-                    "Content-Range: bytes {start}-{}/{}\r\n",
-                    body.len() - 1,
-                    body.len()
-                ),
-                &body[start..],
-            ),
+            Some(start) if start >= body.len() => (416, format!("Content-Range: bytes */{}\r\n", body.len()), &[]),
+            Some(start) => {
+                (206, format!("Content-Range: bytes {start}-{}/{}\r\n", body.len() - 1, body.len()), &body[start..])
+            }
             None => (200, String::new(), &body[..]),
         };
         log_request(log, &path, range, status);
@@ -1505,11 +1267,7 @@ mod tests {
     }
 
     fn log_request(log: &Mutex<Vec<Logged>>, path: &str, range: Option<String>, status: u16) {
-        log.lock().expect("server log").push(Logged {
-            path: path.to_owned(),
-            range,
-            status,
-        });
+        log.lock().expect("server log").push(Logged { path: path.to_owned(), range, status });
     }
 
     /// The path and the Range header of a GET request.
@@ -1553,8 +1311,7 @@ mod tests {
 
     fn zip_bytes(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        let options = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated);
+        let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
         for (name, content) in entries {
             writer.start_file(*name, options).expect("zip entry");
             writer.write_all(content).expect("zip content");
@@ -1568,11 +1325,7 @@ mod tests {
         let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         let mut builder = tar::Builder::new(encoder);
         build(&mut builder);
-        builder
-            .into_inner()
-            .expect("tar finish")
-            .finish()
-            .expect("gzip finish")
+        builder.into_inner().expect("tar finish").finish().expect("gzip finish")
     }
 
     fn tar_header(entry_type: tar::EntryType, size: u64) -> tar::Header {
@@ -1585,16 +1338,12 @@ mod tests {
 
     fn add_file(builder: &mut TarBuilder, path: &str, content: &[u8]) {
         let mut header = tar_header(tar::EntryType::Regular, content.len() as u64);
-        builder
-            .append_data(&mut header, path, content)
-            .expect("tar file");
+        builder.append_data(&mut header, path, content).expect("tar file");
     }
 
     fn add_link(builder: &mut TarBuilder, entry_type: tar::EntryType, path: &str, target: &str) {
         let mut header = tar_header(entry_type, 0);
-        builder
-            .append_link(&mut header, path, target)
-            .expect("tar link");
+        builder.append_link(&mut header, path, target).expect("tar link");
     }
 
     // ---- helpers ----------------------------------------------------------------------------
@@ -1636,11 +1385,7 @@ mod tests {
         /// Names at the top of the cache, sorted, for asserting what a fetch left behind.
         fn cache_listing(&self) -> Vec<String> {
             let mut names: Vec<String> = fs::read_dir(self.cache())
-                .map(|dir| {
-                    dir.flatten()
-                        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-                        .collect()
-                })
+                .map(|dir| dir.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect())
                 .unwrap_or_default();
             names.sort();
             names
@@ -1648,14 +1393,8 @@ mod tests {
 
         fn assert_nothing_outside(&self) {
             let outside: Vec<_> = fs::read_dir(self.outside()).expect("outside dir").collect();
-            assert!(
-                outside.is_empty(),
-                "files written outside the cache: {outside:?}"
-            );
-            assert!(
-                !self.dir.path().join("evil").exists(),
-                "../evil escaped the cache"
-            );
+            assert!(outside.is_empty(), "files written outside the cache: {outside:?}");
+            assert!(!self.dir.path().join("evil").exists(), "../evil escaped the cache");
         }
     }
 
@@ -1667,26 +1406,12 @@ mod tests {
 
     #[test]
     fn zip_and_tar_gz_are_verified_extracted_and_published() {
-        let zip = zip_bytes(&[
-            ("images/a.png", b"alpha"),
-            ("images/sub/b.png", b"beta"),
-            ("README", b"read me"),
-        ]);
+        let zip = zip_bytes(&[("images/a.png", b"alpha"), ("images/sub/b.png", b"beta"), ("README", b"read me")]);
         let tar_gz = tar_gz_bytes(|builder| {
             add_file(builder, "set/genuine/1.png", b"one");
             add_file(builder, "set/forged/2.png", b"two");
-            add_link(
-                builder,
-                tar::EntryType::Symlink,
-                "set/latest.png",
-                "genuine/1.png",
-            );
-            add_link(
-                builder,
-                tar::EntryType::Link,
-                "set/copy.png",
-                "set/forged/2.png",
-            );
+            add_link(builder, tar::EntryType::Symlink, "set/latest.png", "genuine/1.png");
+            add_link(builder, tar::EntryType::Link, "set/copy.png", "set/forged/2.png");
         });
         let server = TestServer::start(vec![
             ("pack.zip", zip.clone(), Quirks::default()),
@@ -1705,16 +1430,11 @@ mod tests {
         assert_eq!(read(&fetched.path.join("README")), b"read me");
         assert_eq!(
             fetched.files,
-            vec![DownloadedFile {
-                url: server.url("pack.zip"),
-                sha256: sha_hex(&zip),
-                verified: true
-            }]
+            vec![DownloadedFile { url: server.url("pack.zip"), sha256: sha_hex(&zip), verified: true }]
         );
 
-        let fetched = scratch
-            .fetch(&scratch.request(&server.url("sigs.tar.gz"), Some(&sha_hex(&tar_gz))))
-            .expect("tar.gz fetch");
+        let fetched =
+            scratch.fetch(&scratch.request(&server.url("sigs.tar.gz"), Some(&sha_hex(&tar_gz)))).expect("tar.gz fetch");
         assert_eq!(fetched.name, "sigs");
         assert_eq!(read(&fetched.path.join("set/genuine/1.png")), b"one");
         assert_eq!(read(&fetched.path.join("set/forged/2.png")), b"two");
@@ -1736,16 +1456,10 @@ mod tests {
         let zip = zip_bytes(&[("a.txt", b"a")]);
         let server = TestServer::start(vec![("data.zip", zip.clone(), Quirks::default())]);
         let scratch = Scratch::new();
-        let fetched = scratch
-            .fetch(&scratch.request(&server.url("data.zip"), None))
-            .expect("fetch");
+        let fetched = scratch.fetch(&scratch.request(&server.url("data.zip"), None)).expect("fetch");
         assert!(!fetched.files[0].verified);
         assert_eq!(fetched.files[0].sha256, sha_hex(&zip));
-        assert!(
-            fetched
-                .to_string()
-                .contains(&format!("--sha256 {}", sha_hex(&zip)))
-        );
+        assert!(fetched.to_string().contains(&format!("--sha256 {}", sha_hex(&zip))));
     }
 
     #[test]
@@ -1754,15 +1468,10 @@ mod tests {
         let server = TestServer::start(vec![("data.zip", zip.clone(), Quirks::default())]);
         let scratch = Scratch::new();
         let wrong = "0".repeat(64);
-        let error = scratch
-            .fetch(&scratch.request(&server.url("data.zip"), Some(&wrong)))
-            .expect_err("checksum must fail");
+        let error =
+            scratch.fetch(&scratch.request(&server.url("data.zip"), Some(&wrong))).expect_err("checksum must fail");
         match &error {
-            FetchError::ChecksumMismatch {
-                url,
-                expected,
-                actual,
-            } => {
+            FetchError::ChecksumMismatch { url, expected, actual } => {
                 assert_eq!(url, &server.url("data.zip"));
                 assert_eq!(expected, &wrong);
                 assert_eq!(actual, &sha_hex(&zip));
@@ -1773,34 +1482,15 @@ mod tests {
         assert!(!scratch.cache().join("data").exists());
         // The bad download is gone too, so the next fetch starts from scratch.
         assert_eq!(scratch.cache_listing(), vec![DOWNLOADS_DIR]);
-        assert!(
-            !scratch
-                .cache()
-                .join(DOWNLOADS_DIR)
-                .join("data")
-                .join("data.zip.part")
-                .exists()
-        );
-        assert!(
-            !scratch
-                .cache()
-                .join(DOWNLOADS_DIR)
-                .join("data")
-                .join("data.zip")
-                .exists()
-        );
+        assert!(!scratch.cache().join(DOWNLOADS_DIR).join("data").join("data.zip.part").exists());
+        assert!(!scratch.cache().join(DOWNLOADS_DIR).join("data").join("data.zip").exists());
     }
 
     #[test]
     fn malformed_checksum_is_refused_before_downloading() {
         let scratch = Scratch::new();
-        let error = scratch
-            .fetch(&scratch.request("http://127.0.0.1:9/x.zip", Some("abc")))
-            .expect_err("bad checksum");
-        assert!(
-            matches!(error, FetchError::InvalidChecksum { ref value } if value == "abc"),
-            "{error:?}"
-        );
+        let error = scratch.fetch(&scratch.request("http://127.0.0.1:9/x.zip", Some("abc"))).expect_err("bad checksum");
+        assert!(matches!(error, FetchError::InvalidChecksum { ref value } if value == "abc"), "{error:?}");
     }
 
     #[test]
@@ -1810,47 +1500,25 @@ mod tests {
         let server = TestServer::start(vec![(
             "big.zip",
             zip.clone(),
-            Quirks {
-                drop_first_after: Some(cut),
-                ..Quirks::default()
-            },
+            Quirks { drop_first_after: Some(cut), ..Quirks::default() },
         )]);
         let scratch = Scratch::new();
         let request = scratch.request(&server.url("big.zip"), Some(&sha_hex(&zip)));
 
-        let error = scratch
-            .fetch(&request)
-            .expect_err("the first attempt is cut");
+        let error = scratch.fetch(&request).expect_err("the first attempt is cut");
         assert!(matches!(error, FetchError::Network { .. }), "{error:?}");
         assert!(error.to_string().contains(&server.url("big.zip")));
-        let part = scratch
-            .cache()
-            .join(DOWNLOADS_DIR)
-            .join("big")
-            .join("big.zip.part");
-        assert_eq!(
-            read(&part),
-            &zip[..cut],
-            "the partial file keeps what arrived"
-        );
-        assert!(
-            !scratch.cache().join("big").exists(),
-            "nothing is published after a cut"
-        );
+        let part = scratch.cache().join(DOWNLOADS_DIR).join("big").join("big.zip.part");
+        assert_eq!(read(&part), &zip[..cut], "the partial file keeps what arrived");
+        assert!(!scratch.cache().join("big").exists(), "nothing is published after a cut");
 
         let fetched = scratch.fetch(&request).expect("resumed fetch");
         assert_eq!(read(&fetched.path.join("big.bin")), noise(200_000, 1));
         let requests = server.requests();
         assert_eq!(requests.len(), 2, "{requests:?}");
-        assert!(
-            requests.iter().all(|logged| logged.path == "/big.zip"),
-            "{requests:?}"
-        );
+        assert!(requests.iter().all(|logged| logged.path == "/big.zip"), "{requests:?}");
         assert_eq!(requests[0].range, None);
-        assert_eq!(
-            requests[1].range.as_deref(),
-            Some(format!("bytes={cut}-").as_str())
-        );
+        assert_eq!(requests[1].range.as_deref(), Some(format!("bytes={cut}-").as_str()));
         assert_eq!(requests[1].status, 206);
     }
 
@@ -1860,23 +1528,13 @@ mod tests {
         let server = TestServer::start(vec![(
             "big.zip",
             zip.clone(),
-            Quirks {
-                drop_first_after: Some(30_000),
-                ..Quirks::default()
-            },
+            Quirks { drop_first_after: Some(30_000), ..Quirks::default() },
         )]);
         let scratch = Scratch::new();
-        let request = FetchRequest {
-            retries: 1,
-            ..scratch.request(&server.url("big.zip"), Some(&sha_hex(&zip)))
-        };
+        let request = FetchRequest { retries: 1, ..scratch.request(&server.url("big.zip"), Some(&sha_hex(&zip))) };
         let fetched = scratch.fetch(&request).expect("one fetch suffices");
         assert_eq!(read(&fetched.path.join("big.bin")), noise(100_000, 2));
-        let ranges: Vec<_> = server
-            .requests()
-            .into_iter()
-            .map(|logged| logged.range)
-            .collect();
+        let ranges: Vec<_> = server.requests().into_iter().map(|logged| logged.range).collect();
         assert_eq!(ranges, vec![None, Some("bytes=30000-".to_owned())]);
     }
 
@@ -1886,25 +1544,17 @@ mod tests {
         let server = TestServer::start(vec![(
             "big.zip",
             zip.clone(),
-            Quirks {
-                drop_first_after: Some(50_000),
-                ignore_range: true,
-            },
+            Quirks { drop_first_after: Some(50_000), ignore_range: true },
         )]);
         let scratch = Scratch::new();
         let request = scratch.request(&server.url("big.zip"), Some(&sha_hex(&zip)));
-        scratch
-            .fetch(&request)
-            .expect_err("the first attempt is cut");
+        scratch.fetch(&request).expect_err("the first attempt is cut");
 
         let fetched = scratch.fetch(&request).expect("restarted fetch");
         assert_eq!(read(&fetched.path.join("big.bin")), noise(150_000, 3));
         let requests = server.requests();
         assert_eq!(requests[1].range.as_deref(), Some("bytes=50000-"));
-        assert_eq!(
-            requests[1].status, 200,
-            "the server answered the whole file"
-        );
+        assert_eq!(requests[1].status, 200, "the server answered the whole file");
     }
 
     #[test]
@@ -1916,15 +1566,9 @@ mod tests {
         fs::create_dir_all(&downloads).expect("downloads dir");
         fs::write(downloads.join("data.zip.part"), &zip).expect("part file");
 
-        let fetched = scratch
-            .fetch(&scratch.request(&server.url("data.zip"), Some(&sha_hex(&zip))))
-            .expect("fetch");
+        let fetched = scratch.fetch(&scratch.request(&server.url("data.zip"), Some(&sha_hex(&zip)))).expect("fetch");
         assert_eq!(read(&fetched.path.join("a.txt")), b"whole");
-        let statuses: Vec<_> = server
-            .requests()
-            .into_iter()
-            .map(|logged| logged.status)
-            .collect();
+        let statuses: Vec<_> = server.requests().into_iter().map(|logged| logged.status).collect();
         assert_eq!(statuses, vec![416]);
     }
 
@@ -1937,9 +1581,7 @@ mod tests {
         fs::create_dir_all(&downloads).expect("downloads dir");
         fs::write(downloads.join("data.zip.part"), noise(zip.len() + 100, 4)).expect("part file");
 
-        let fetched = scratch
-            .fetch(&scratch.request(&server.url("data.zip"), Some(&sha_hex(&zip))))
-            .expect("fetch");
+        let fetched = scratch.fetch(&scratch.request(&server.url("data.zip"), Some(&sha_hex(&zip)))).expect("fetch");
         assert_eq!(read(&fetched.path.join("a.txt")), b"whole");
         let requests = server.requests();
         assert_eq!(requests.len(), 2, "{requests:?}");
@@ -1952,17 +1594,9 @@ mod tests {
         let server = TestServer::start(vec![]);
         let scratch = Scratch::new();
         let url = server.url("missing.zip");
-        let error = scratch
-            .fetch(&scratch.request(&url, None))
-            .expect_err("404");
-        assert!(
-            matches!(error, FetchError::HttpStatus { status: 404, .. }),
-            "{error:?}"
-        );
-        assert_eq!(
-            error.to_string(),
-            format!("{url}: server answered HTTP 404")
-        );
+        let error = scratch.fetch(&scratch.request(&url, None)).expect_err("404");
+        assert!(matches!(error, FetchError::HttpStatus { status: 404, .. }), "{error:?}");
+        assert_eq!(error.to_string(), format!("{url}: server answered HTTP 404"));
         assert!(!scratch.cache().join("missing").exists());
     }
 
@@ -1980,11 +1614,7 @@ mod tests {
         assert_eq!(second.path, first.path);
         assert!(second.files.is_empty());
         assert!(second.to_string().contains("already present"), "{second}");
-        assert_eq!(
-            server.requests().len(),
-            1,
-            "the second fetch downloads nothing"
-        );
+        assert_eq!(server.requests().len(), 1, "the second fetch downloads nothing");
     }
 
     #[test]
@@ -2025,11 +1655,7 @@ mod tests {
             progress: &progress,
         };
         let fetched = execute(&plan, &settings).expect("fetch");
-        assert_eq!(
-            read(&fetched.path.join("first.zip")),
-            first,
-            "zips are kept, not extracted"
-        );
+        assert_eq!(read(&fetched.path.join("first.zip")), first, "zips are kept, not extracted");
         assert_eq!(read(&fetched.path.join("runs.txt")), second);
         assert!(!fetched.path.join("alphabet").exists());
         assert_eq!(fetched.files.len(), 2);
@@ -2043,23 +1669,11 @@ mod tests {
         let sha = sha_hex(&bytes);
         let server = TestServer::start(vec![(name, bytes, Quirks::default())]);
         let scratch = Scratch::new();
-        let request = FetchRequest {
-            limits,
-            ..scratch.request(&server.url(name), Some(&sha))
-        };
-        let error = scratch
-            .fetch(&request)
-            .expect_err("hostile archive must be refused");
+        let request = FetchRequest { limits, ..scratch.request(&server.url(name), Some(&sha)) };
+        let error = scratch.fetch(&request).expect_err("hostile archive must be refused");
         let dataset = ArchiveKind::split(name).map_or(name, |(_, stem)| stem);
-        assert!(
-            !scratch.cache().join(dataset).exists(),
-            "nothing is published"
-        );
-        assert_eq!(
-            scratch.cache_listing(),
-            vec![DOWNLOADS_DIR],
-            "no staging directory is left"
-        );
+        assert!(!scratch.cache().join(dataset).exists(), "nothing is published");
+        assert_eq!(scratch.cache_listing(), vec![DOWNLOADS_DIR], "no staging directory is left");
         scratch.assert_nothing_outside();
         (error, scratch)
     }
@@ -2070,10 +1684,7 @@ mod tests {
                 assert!(archive.ends_with(archive_name), "{}", archive.display());
                 assert_eq!(entry, entry_name);
                 let message = error.to_string();
-                assert!(
-                    message.contains(archive_name) && message.contains(entry_name),
-                    "{message}"
-                );
+                assert!(message.contains(archive_name) && message.contains(entry_name), "{message}");
             }
             other => panic!("expected an unsafe entry, got {other:?}"),
         }
@@ -2120,12 +1731,7 @@ mod tests {
         // From `<cache>/.staging-*/a/`, three levels up is the scratch root, which holds
         // `outside/`: the directory `refused` checks stays empty.
         let tar_gz = tar_gz_bytes(|builder| {
-            add_link(
-                builder,
-                tar::EntryType::Symlink,
-                "a/escape",
-                "../../../outside",
-            );
+            add_link(builder, tar::EntryType::Symlink, "a/escape", "../../../outside");
             add_file(builder, "a/escape/pwned", b"pwned");
         });
         let (error, _scratch) = refused("rel.tar.gz", tar_gz, ExtractLimits::default());
@@ -2138,9 +1744,7 @@ mod tests {
         // climbs out of the root: only the on-disk check catches it.
         let tar_gz = tar_gz_bytes(|builder| {
             let mut header = tar_header(tar::EntryType::Directory, 0);
-            builder
-                .append_data(&mut header, "sub/", io::empty())
-                .expect("tar dir");
+            builder.append_data(&mut header, "sub/", io::empty()).expect("tar dir");
             add_link(builder, tar::EntryType::Symlink, "s", ".");
             add_link(builder, tar::EntryType::Symlink, "t", "s/sub/../..");
         });
@@ -2161,9 +1765,7 @@ mod tests {
     fn tar_device_file_is_refused() {
         let tar_gz = tar_gz_bytes(|builder| {
             let mut header = tar_header(tar::EntryType::Char, 0);
-            builder
-                .append_data(&mut header, "null", io::empty())
-                .expect("tar device");
+            builder.append_data(&mut header, "null", io::empty()).expect("tar device");
         });
         let (error, _scratch) = refused("dev.tar.gz", tar_gz, ExtractLimits::default());
         assert_unsafe(&error, "dev.tar.gz", "null");
@@ -2174,10 +1776,7 @@ mod tests {
     fn zip_bomb_stops_at_the_size_limit() {
         let zip = zip_bytes(&[("zeros.bin", &vec![0_u8; 1 << 20])]);
         assert!(zip.len() < 10_000, "the fixture compresses like a bomb");
-        let limits = ExtractLimits {
-            max_total_bytes: 100_000,
-            ..ExtractLimits::default()
-        };
+        let limits = ExtractLimits { max_total_bytes: 100_000, ..ExtractLimits::default() };
         let (error, _scratch) = refused("bomb.zip", zip, limits);
         match &error {
             FetchError::LimitExceeded { entry, limit, .. } => {
@@ -2191,19 +1790,10 @@ mod tests {
     #[test]
     fn archive_with_too_many_entries_is_refused() {
         let names: Vec<String> = (0..10).map(|index| format!("f{index}")).collect();
-        let entries: Vec<(&str, &[u8])> = names
-            .iter()
-            .map(|name| (name.as_str(), &b"x"[..]))
-            .collect();
-        let limits = ExtractLimits {
-            max_entries: 5,
-            ..ExtractLimits::default()
-        };
+        let entries: Vec<(&str, &[u8])> = names.iter().map(|name| (name.as_str(), &b"x"[..])).collect();
+        let limits = ExtractLimits { max_entries: 5, ..ExtractLimits::default() };
         let (error, _scratch) = refused("many.zip", zip_bytes(&entries), limits);
-        assert!(
-            matches!(&error, FetchError::LimitExceeded { entry, .. } if entry == "f5"),
-            "{error:?}"
-        );
+        assert!(matches!(&error, FetchError::LimitExceeded { entry, .. } if entry == "f5"), "{error:?}");
     }
 
     // ---- catalogue --------------------------------------------------------------------------
@@ -2211,68 +1801,32 @@ mod tests {
     #[test]
     fn request_only_data_sets_explain_how_to_obtain_them() {
         let scratch = Scratch::new();
-        let error = scratch
-            .fetch(&scratch.request("CEDAR", None))
-            .expect_err("cedar is on request");
+        let error = scratch.fetch(&scratch.request("CEDAR", None)).expect_err("cedar is on request");
         let message = error.to_string();
-        assert!(
-            matches!(error, FetchError::RequestOnly { name: "cedar", .. }),
-            "{error:?}"
-        );
-        assert!(
-            message.contains("full_org/original_<w>_<n>.png"),
-            "{message}"
-        );
-        assert!(
-            message.contains("full_forg/forgeries_<w>_<n>.png"),
-            "{message}"
-        );
-        assert!(
-            message.contains(&scratch.cache().join("cedar").display().to_string()),
-            "{message}"
-        );
+        assert!(matches!(error, FetchError::RequestOnly { name: "cedar", .. }), "{error:?}");
+        assert!(message.contains("full_org/original_<w>_<n>.png"), "{message}");
+        assert!(message.contains("full_forg/forgeries_<w>_<n>.png"), "{message}");
+        assert!(message.contains(&scratch.cache().join("cedar").display().to_string()), "{message}");
 
         for name in ["svc2004", "bhsig260", "gpds"] {
-            let message = scratch
-                .fetch(&scratch.request(name, None))
-                .expect_err("on request")
-                .to_string();
-            assert!(
-                message.contains("<writer>/genuine/*") && message.contains("<writer>/forged/*"),
-                "{message}"
-            );
+            let message = scratch.fetch(&scratch.request(name, None)).expect_err("on request").to_string();
+            assert!(message.contains("<writer>/genuine/*") && message.contains("<writer>/forged/*"), "{message}");
         }
-        assert!(
-            !scratch.cache().exists(),
-            "a request-only fetch writes nothing"
-        );
+        assert!(!scratch.cache().exists(), "a request-only fetch writes nothing");
     }
 
     #[test]
     fn unknown_name_lists_the_catalogue() {
         let scratch = Scratch::new();
-        let message = scratch
-            .fetch(&scratch.request("mnist", None))
-            .expect_err("unknown")
-            .to_string();
-        assert!(
-            message.contains("`mnist`")
-                && message.contains("omniglot")
-                && message.contains("cedar"),
-            "{message}"
-        );
+        let message = scratch.fetch(&scratch.request("mnist", None)).expect_err("unknown").to_string();
+        assert!(message.contains("`mnist`") && message.contains("omniglot") && message.contains("cedar"), "{message}");
     }
 
     #[test]
     fn non_http_url_is_refused() {
         let scratch = Scratch::new();
-        let error = scratch
-            .fetch(&scratch.request("ftp://example.invalid/x.zip", None))
-            .expect_err("ftp");
-        assert!(
-            matches!(error, FetchError::UnsupportedUrl { .. }),
-            "{error:?}"
-        );
+        let error = scratch.fetch(&scratch.request("ftp://example.invalid/x.zip", None)).expect_err("ftp");
+        assert!(matches!(error, FetchError::UnsupportedUrl { .. }), "{error:?}");
     }
 
     #[test]
@@ -2292,21 +1846,12 @@ mod tests {
                 "strokes_background_small2.zip"
             ]
         );
-        let all_runs = files
-            .iter()
-            .find(|file| file.file_name == "all_runs.zip")
-            .expect("all_runs");
-        assert_eq!(
-            all_runs.sha256,
-            "437c1eeab0af8484112e1b4cc0f3d541ec727f7c47b9b202da738af9dfd6c325"
-        );
+        let all_runs = files.iter().find(|file| file.file_name == "all_runs.zip").expect("all_runs");
+        assert_eq!(all_runs.sha256, "437c1eeab0af8484112e1b4cc0f3d541ec727f7c47b9b202da738af9dfd6c325");
         for file in files {
             assert_eq!(
                 file.url,
-                format!(
-                    "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/{}",
-                    file.file_name
-                )
+                format!("https://raw.githubusercontent.com/brendenlake/omniglot/master/python/{}", file.file_name)
             );
             assert!(!file.unpack, "the loader reads the zips directly");
         }
@@ -2323,12 +1868,7 @@ mod tests {
             match entry.availability {
                 Availability::Download(files) => {
                     for file in files {
-                        assert_eq!(
-                            parse_sha256(file.sha256).ok().as_deref(),
-                            Some(file.sha256),
-                            "{}",
-                            file.url
-                        );
+                        assert_eq!(parse_sha256(file.sha256).ok().as_deref(), Some(file.sha256), "{}", file.url);
                         assert!(file.url.starts_with("https://"), "{}", file.url);
                         assert!(!file.unpack || ArchiveKind::split(file.file_name).is_some());
                     }
@@ -2344,17 +1884,11 @@ mod tests {
 
     #[test]
     fn entry_names_are_checked() {
-        assert_eq!(
-            safe_relative_path("a/./b\\c.png"),
-            Ok(PathBuf::from("a/b/c.png"))
-        );
+        assert_eq!(safe_relative_path("a/./b\\c.png"), Ok(PathBuf::from("a/b/c.png")));
         assert_eq!(safe_relative_path("./"), Ok(PathBuf::new()));
         assert_eq!(safe_relative_path("/etc/passwd"), Err("absolute path"));
         assert_eq!(safe_relative_path("\\windows"), Err("absolute path"));
-        assert_eq!(
-            safe_relative_path("C:/windows"),
-            Err("absolute path (drive letter)")
-        );
+        assert_eq!(safe_relative_path("C:/windows"), Err("absolute path (drive letter)"));
         assert_eq!(safe_relative_path("a/../../b"), Err("`..` component"));
         assert_eq!(safe_relative_path("a\\..\\b"), Err("`..` component"));
         assert_eq!(safe_relative_path("a\0b"), Err("name contains a NUL byte"));
@@ -2372,78 +1906,35 @@ mod tests {
 
     #[test]
     fn content_range_is_parsed() {
-        assert_eq!(
-            ContentRange::parse("bytes 100-199/200"),
-            ContentRange {
-                start: Some(100),
-                total: Some(200)
-            }
-        );
-        assert_eq!(
-            ContentRange::parse("bytes */200"),
-            ContentRange {
-                start: None,
-                total: Some(200)
-            }
-        );
+        assert_eq!(ContentRange::parse("bytes 100-199/200"), ContentRange { start: Some(100), total: Some(200) });
+        assert_eq!(ContentRange::parse("bytes */200"), ContentRange { start: None, total: Some(200) });
         assert_eq!(ContentRange::parse("items 1-2/3"), ContentRange::default());
     }
 
     #[test]
     fn names_come_from_the_url() {
-        assert_eq!(
-            file_name_of_url("https://h/p/data.tar.gz?x=1#y").as_deref(),
-            Some("data.tar.gz")
-        );
-        assert_eq!(
-            file_name_of_url("https://h/p/a b.zip").as_deref(),
-            Some("a_b.zip")
-        );
+        assert_eq!(file_name_of_url("https://h/p/data.tar.gz?x=1#y").as_deref(), Some("data.tar.gz"));
+        assert_eq!(file_name_of_url("https://h/p/a b.zip").as_deref(), Some("a_b.zip"));
         assert_eq!(file_name_of_url("https://h/"), None);
         assert_eq!(file_name_of_url("https://h"), None);
         assert_eq!(file_name_of_url("https://h/..").as_deref(), None);
         let plan = plan_for_url("https://h/p/Data.TGZ", None).expect("plan");
-        assert_eq!(
-            (plan.name.as_str(), plan.files[0].unpack),
-            ("Data", Some(ArchiveKind::TarGz))
-        );
+        assert_eq!((plan.name.as_str(), plan.files[0].unpack), ("Data", Some(ArchiveKind::TarGz)));
         let plan = plan_for_url("https://h/p/model.onnx", None).expect("plan");
-        assert_eq!(
-            (plan.name.as_str(), plan.files[0].unpack),
-            ("model.onnx", None)
-        );
+        assert_eq!((plan.name.as_str(), plan.files[0].unpack), ("model.onnx", None));
     }
 
     #[test]
     fn cache_dir_follows_the_documented_precedence() {
         fn lookup<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
-            move |name| {
-                pairs
-                    .iter()
-                    .find(|(key, _)| *key == name)
-                    .map(|(_, value)| OsString::from(value))
-            }
+            move |name| pairs.iter().find(|(key, _)| *key == name).map(|(_, value)| OsString::from(value))
         }
-        let all = [
-            ("AUTOGRAPH_CACHE", "/a"),
-            ("XDG_CACHE_HOME", "/x"),
-            ("HOME", "/h"),
-        ];
+        let all = [("AUTOGRAPH_CACHE", "/a"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")];
         assert_eq!(cache_dir_from(lookup(&all)), Some(PathBuf::from("/a")));
-        let no_autograph = [
-            ("AUTOGRAPH_CACHE", ""),
-            ("XDG_CACHE_HOME", "/x"),
-            ("HOME", "/h"),
-        ];
-        assert_eq!(
-            cache_dir_from(lookup(&no_autograph)),
-            Some(PathBuf::from("/x/autograph"))
-        );
+        let no_autograph = [("AUTOGRAPH_CACHE", ""), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")];
+        assert_eq!(cache_dir_from(lookup(&no_autograph)), Some(PathBuf::from("/x/autograph")));
         let relative_xdg = [("XDG_CACHE_HOME", "relative"), ("HOME", "/h")];
-        assert_eq!(
-            cache_dir_from(lookup(&relative_xdg)),
-            Some(PathBuf::from("/h/.cache/autograph"))
-        );
+        assert_eq!(cache_dir_from(lookup(&relative_xdg)), Some(PathBuf::from("/h/.cache/autograph")));
         assert_eq!(cache_dir_from(lookup(&[])), None);
     }
 

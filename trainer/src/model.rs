@@ -10,10 +10,10 @@
 //!
 //! `SiameseModel` adds the pair head `sigmoid(w·|f(a)-f(b)| + b)`; it exists only while training.
 
+use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
-use burn::module::Param;
 use burn::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -123,7 +123,12 @@ impl ModelConfig {
 }
 
 /// A parameter of `shape` drawn uniformly from `±1/sqrt(fan_in)`.
-fn uniform_param<const D: usize>(shape: [usize; D], fan_in: usize, rng: &mut ChaCha8Rng, device: &Device) -> Param<Tensor<D>> {
+fn uniform_param<const D: usize>(
+    shape: [usize; D],
+    fan_in: usize,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> Param<Tensor<D>> {
     let bound = 1.0 / (fan_in as f32).sqrt();
     let values: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.random_range(-bound..=bound)).collect();
     Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
@@ -309,9 +314,8 @@ mod tests {
         let device = Device::flex();
         let model = tiny().init(&device).expect("valid").valid();
         let sample = Tensor::<4>::zeros([1, 1, 16, 32], &device);
-        let onnx = burn_onnx::export::OnnxExporter::new()
-            .export(&model, sample, EmbeddingNet::forward)
-            .expect("exports");
+        let onnx =
+            burn_onnx::export::OnnxExporter::new().export(&model, sample, EmbeddingNet::forward).expect("exports");
         assert!(!onnx.as_bytes().is_empty());
     }
 }

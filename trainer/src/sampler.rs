@@ -10,8 +10,8 @@
 //!   forgery of the anchor's writer with probability `forgery_ratio` (when that writer has any)
 //!   and another training writer's genuine image otherwise.
 //!
-//! All randomness comes from one ChaCha8 generator, reseeded per epoch by the trainer, so a run
-//! (and a resumed run) draws the same batches.
+//! All randomness comes from one ChaCha8 generator, reseeded at every step by the trainer, so a
+//! run resumed from any step draws the same batches as the uninterrupted run.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -102,7 +102,7 @@ impl WriterSampler {
         Ok(Self { pools, rng: ChaCha8Rng::seed_from_u64(seed) })
     }
 
-    /// Restarts the random stream (the trainer reseeds at every epoch so resume is exact).
+    /// Restarts the random stream (the trainer reseeds at every step so resume is exact).
     pub fn reseed(&mut self, seed: u64) {
         self.rng = ChaCha8Rng::seed_from_u64(seed);
     }
@@ -120,7 +120,12 @@ impl WriterSampler {
     /// `writers` distinct writers (all of them if fewer), `genuine` genuine images each (all of
     /// a writer's if fewer) and up to `forgeries` of that writer's skilled forgeries, all drawn
     /// without replacement.
-    pub fn writer_batch(&mut self, writers: usize, genuine: usize, forgeries: usize) -> Result<ImageBatch, SamplerError> {
+    pub fn writer_batch(
+        &mut self,
+        writers: usize,
+        genuine: usize,
+        forgeries: usize,
+    ) -> Result<ImageBatch, SamplerError> {
         if writers == 0 || genuine == 0 {
             return Err(SamplerError::EmptyBatch { writers, genuine });
         }
@@ -176,10 +181,11 @@ impl WriterSampler {
     }
 }
 
-/// Derives a per-epoch (or per-purpose) seed from the run seed, so streams do not overlap.
-pub fn derive_seed(seed: u64, stream: u64, epoch: u64) -> u64 {
+/// Derives the seed of one random stream (`stream`: initialisation, sampling, augmentation...)
+/// at one position (`index`: the global step, say) from the run seed.
+pub fn derive_seed(seed: u64, stream: u64, index: u64) -> u64 {
     // SplitMix64 finaliser over a simple combination: cheap, well mixed, deterministic.
-    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -277,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn derived_seeds_differ_per_epoch() {
+    fn derived_seeds_differ_per_stream_and_index() {
         assert_ne!(derive_seed(1, 0, 0), derive_seed(1, 0, 1));
         assert_ne!(derive_seed(1, 0, 0), derive_seed(1, 1, 0));
         assert_eq!(derive_seed(5, 2, 3), derive_seed(5, 2, 3));

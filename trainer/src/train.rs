@@ -396,8 +396,8 @@ pub fn train_on_cache(
         let val: BTreeSet<usize> = split.validation.iter().filter_map(|w| cache.writer_index(w)).collect();
         (0..cache.len()).filter(|&i| val.contains(&cache.meta[i].writer)).collect()
     };
-    let mut sampler = WriterSampler::new(&cache.meta, &train_writers, config.seed)
-        .context("cannot sample training batches")?;
+    let mut sampler =
+        WriterSampler::new(&cache.meta, &train_writers, config.seed).context("cannot sample training batches")?;
     if validation_images.is_empty() {
         log::warn!("no validation images: the last checkpoint will stand in for the best one");
     }
@@ -469,7 +469,10 @@ pub fn train_on_cache(
             match outcome {
                 Some((loss, images)) => {
                     let value = f64::from(loss.clone().into_scalar::<f32>());
-                    ensure!(value.is_finite(), "the loss became {value} at step {global_step}: lower the learning rate");
+                    ensure!(
+                        value.is_finite(),
+                        "the loss became {value} at step {global_step}: lower the learning rate"
+                    );
                     let grads = GradientsParams::from_grads(loss.backward(), &model);
                     model = optimizer.step(lr, model, grads);
                     acc.loss_sum += value;
@@ -740,7 +743,10 @@ fn save_checkpoint(
     let model = model.valid();
     write_dir_atomically(dir, |tmp| {
         model.clone().save_file(tmp.join(MODEL_FILE)).map_err(|e| anyhow::anyhow!("cannot save the model: {e}"))?;
-        model.embedding.clone().save_file(tmp.join(EMBEDDING_FILE))
+        model
+            .embedding
+            .clone()
+            .save_file(tmp.join(EMBEDDING_FILE))
             .map_err(|e| anyhow::anyhow!("cannot save the embedding network: {e}"))?;
         optimizer.save(tmp.join(OPTIMIZER_FILE)).map_err(|e| anyhow::anyhow!("cannot save the optimizer: {e}"))?;
         fs::write(tmp.join(STATE_FILE), serde_json::to_vec_pretty(state)?)?;
@@ -895,9 +901,10 @@ impl BurnEmbedder {
 impl Embedder for BurnEmbedder {
     fn embed(&mut self, batch: &[Preprocessed]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let (height, width) = (self.config.height, self.config.width);
-        if let Some(bad) = batch.iter().find(|p| {
-            p.height as usize != height || p.width as usize != width || p.pixels.len() != height * width
-        }) {
+        if let Some(bad) = batch
+            .iter()
+            .find(|p| p.height as usize != height || p.width as usize != width || p.pixels.len() != height * width)
+        {
             return Err(EmbedError(format!(
                 "image is {}x{} ({} values), the model expects {height}x{width}",
                 bad.height,
@@ -1121,8 +1128,8 @@ mod tests {
         assert!(train_on_cache(&config, &cache, &split, "other data", dir.path(), &device, true, &|_| false).is_err());
         // Settings that only change speed may differ; a finished run resumes to nothing.
         let faster = config.clone().with_load_threads(1).with_eval_batch_size(7);
-        let again = train_on_cache(&faster, &cache, &split, "fixture", dir.path(), &device, true, &|_| false)
-            .expect("resumes");
+        let again =
+            train_on_cache(&faster, &cache, &split, "fixture", dir.path(), &device, true, &|_| false).expect("resumes");
         assert_eq!((again.epochs_completed, again.history.len()), (1, 0));
     }
 
@@ -1160,7 +1167,8 @@ mod tests {
     #[test]
     fn learning_rate_schedules() {
         let config = tiny_config().with_learning_rate(1.0).with_epochs(2).with_steps_per_epoch(10);
-        let cosine = config.clone().with_lr_schedule(LrSchedule::Cosine).with_warmup_steps(4).with_final_lr_fraction(0.0);
+        let cosine =
+            config.clone().with_lr_schedule(LrSchedule::Cosine).with_warmup_steps(4).with_final_lr_fraction(0.0);
         assert_eq!(cosine.learning_rate_at(0), 0.25);
         assert_eq!(cosine.learning_rate_at(3), 1.0);
         assert_eq!(cosine.learning_rate_at(4), 1.0);

@@ -84,9 +84,8 @@ pub fn run(args: &BenchArgs) -> Result<Report, CommandError> {
         None => (synthetic_signature(900, 300), "synthetic 900x300".to_string()),
     };
     let config = bundle.manifest().preprocess.clone();
-    let preprocessed = autograph_shared::preprocess_bytes(&image_bytes, &config).map_err(|e| {
-        CommandError::Image(super::RejectedImage::new(&PathBuf::from(&image_name), &e))
-    })?;
+    let preprocessed = autograph_shared::preprocess_bytes(&image_bytes, &config)
+        .map_err(|e| CommandError::Image(super::RejectedImage::new(&PathBuf::from(&image_name), &e)))?;
     let preprocess_ms = time(runs, || autograph_shared::preprocess_bytes(&image_bytes, &config).map(|_| ()))
         .map_err(|e| CommandError::Usage(e.to_string()))?;
 
@@ -251,12 +250,12 @@ pub fn synthetic_signature(width: u32, height: u32) -> Vec<u8> {
 
 fn table(j: &BenchJson) -> String {
     let mut out = format!(
-        "autograph bench: 1 thread, {} runs, model input {}x{}, image {}\n{:<26}{:>11}{:>11}{:>10}\n",
+        "autograph bench: 1 thread, {} runs, model input {}x{}, image {}\n{:<34}{:>11}{:>11}{:>10}\n",
         j.runs, j.input[0], j.input[1], j.image, "", "median ms", "p95 ms", "vs ort"
     );
     let row = |out: &mut String, name: &str, s: &Stats, ratio: Option<f64>| {
         let ratio = ratio.map_or_else(String::new, |r| format!("{r:.2}x"));
-        out.push_str(&format!("{name:<26}{:>11.3}{:>11.3}{ratio:>10}\n", s.median, s.p95));
+        out.push_str(&format!("{name:<34}{:>11.3}{:>11.3}{ratio:>10}\n", s.median, s.p95));
     };
     row(&mut out, "preprocess", &j.preprocess_ms, None);
     for (what, map) in [("embed", &j.embed_ms), ("verify (end to end)", &j.verify_ms)] {

@@ -9,9 +9,7 @@ use std::path::PathBuf;
 use autograph_shared::gallery::{EnrollOutcome, KioskGallery, Template, validate_id};
 use serde::Serialize;
 
-use super::{
-    BundleArgs, CommandError, Exit, GalleryArgs, ModelUsed, RejectedImage, Report, RuntimeArgs, now_unix,
-};
+use super::{BundleArgs, CommandError, Exit, GalleryArgs, ModelUsed, RejectedImage, Report, RuntimeArgs, now_unix};
 use crate::engine::Engine;
 use crate::store::{self, StoreError};
 
@@ -143,9 +141,5 @@ fn reject_enrolled_copies(
             reason: format!("already enrolled for {user:?} (identical template)"),
         })
         .collect();
-    if rejected.is_empty() {
-        Ok(())
-    } else {
-        Err(CommandError::References { rejected, total: images.len() })
-    }
+    if rejected.is_empty() { Ok(()) } else { Err(CommandError::References { rejected, total: images.len() }) }
 }

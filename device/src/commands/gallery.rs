@@ -123,7 +123,10 @@ fn list(common: &Common) -> Result<Report, CommandError> {
         KioskGallery::TEMPLATE_CAPACITY
     );
     for w in &writers {
-        let sim = w.self_similarity.as_ref().map_or_else(String::new, |s| format!("  self-similarity {:.3}±{:.3}", s.mean, s.std));
+        let sim = w
+            .self_similarity
+            .as_ref()
+            .map_or_else(String::new, |s| format!("  self-similarity {:.3}±{:.3}", s.mean, s.std));
         text.push_str(&format!("  {:<32} {} template(s){sim}\n", w.user, w.templates));
     }
     let json = ListJson {
@@ -161,7 +164,8 @@ fn remove(common: &Common, user: &str) -> Result<Report, CommandError> {
     } else {
         format!("{user:?} is not enrolled; nothing removed")
     };
-    let json = RemoveJson { command: "gallery remove", gallery: path.to_path_buf(), user: user.to_string(), removed, writers };
+    let json =
+        RemoveJson { command: "gallery remove", gallery: path.to_path_buf(), user: user.to_string(), removed, writers };
     Ok(Report::new(if removed { Exit::Ok } else { Exit::No }, &json, text))
 }
 
@@ -269,11 +273,8 @@ fn check(common: &Common) -> Result<Report, CommandError> {
             json.writers = Some(g.len());
             json.templates = Some(g.template_count());
             json.model = Some(hex::encode(header.model_sha256));
-            let abnormal = g
-                .writers()
-                .flat_map(|w| w.templates())
-                .filter(|t| (similarity(t, t) - 1.0).abs() > 0.05)
-                .count();
+            let abnormal =
+                g.writers().flat_map(|w| w.templates()).filter(|t| (similarity(t, t) - 1.0).abs() > 0.05).count();
             json.abnormal_templates = Some(abnormal);
             if header.model_sha256 != identity {
                 json.problem = Some(format!(
@@ -285,7 +286,9 @@ fn check(common: &Common) -> Result<Report, CommandError> {
                 json.problem = Some(format!("{abnormal} template(s) are not unit vectors"));
             }
         }
-        Err(e @ StoreError::Invalid { .. }) | Err(e @ StoreError::TooLarge { .. }) => json.problem = Some(e.to_string()),
+        Err(e @ StoreError::Invalid { .. }) | Err(e @ StoreError::TooLarge { .. }) => {
+            json.problem = Some(e.to_string())
+        }
         Err(e) => return Err(e.into()),
     }
     json.ok = json.problem.is_none();

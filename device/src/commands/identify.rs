@@ -93,7 +93,13 @@ pub fn run(args: &IdentifyArgs) -> Result<Report, CommandError> {
         None => format!("NOT FOUND: no writer reaches the threshold {point}\n"),
     };
     for m in &matches {
-        text.push_str(&format!("{:>3}. {:<32} {:.4}{}\n", m.rank, m.user, m.score, if m.above_threshold { "" } else { "  (below)" }));
+        text.push_str(&format!(
+            "{:>3}. {:<32} {:.4}{}\n",
+            m.rank,
+            m.user,
+            m.score,
+            if m.above_threshold { "" } else { "  (below)" }
+        ));
     }
     let exit = if found.is_some() { Exit::Ok } else { Exit::No };
     let json = IdentifyJson {

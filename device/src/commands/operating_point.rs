@@ -143,9 +143,18 @@ mod tests {
         let both = Thresholds { skilled: Some(SKILLED), random: RANDOM };
         let random_only = Thresholds { skilled: None, random: RANDOM };
         let r = |a: OperatingPointArgs, t: &Thresholds, d| a.resolve(t, d).map(|p| (p.against, p.point, p.threshold));
-        assert_eq!(r(args(None, None, None), &both, Against::Skilled).ok(), Some((Some(Against::Skilled), Point::Eer, 0.7)));
-        assert_eq!(r(args(None, None, None), &both, Against::Random).ok(), Some((Some(Against::Random), Point::Eer, 0.4)));
-        assert_eq!(r(args(None, None, None), &random_only, Against::Skilled).ok(), Some((Some(Against::Random), Point::Eer, 0.4)));
+        assert_eq!(
+            r(args(None, None, None), &both, Against::Skilled).ok(),
+            Some((Some(Against::Skilled), Point::Eer, 0.7))
+        );
+        assert_eq!(
+            r(args(None, None, None), &both, Against::Random).ok(),
+            Some((Some(Against::Random), Point::Eer, 0.4))
+        );
+        assert_eq!(
+            r(args(None, None, None), &random_only, Against::Skilled).ok(),
+            Some((Some(Against::Random), Point::Eer, 0.4))
+        );
         assert_eq!(
             r(args(Some(Point::Far0_1pct), None, Some(Against::Random)), &both, Against::Skilled).ok(),
             Some((Some(Against::Random), Point::Far0_1pct, 0.6))

@@ -110,7 +110,9 @@ pub fn run(args: &VerifyArgs) -> Result<Report, CommandError> {
             replay_similarity,
             score.unwrap_or(f32::NAN)
         ),
-        Decision::NotEnrolled => format!("REJECTED: {:?} is not enrolled in {}", args.user, args.gallery.gallery.display()),
+        Decision::NotEnrolled => {
+            format!("REJECTED: {:?} is not enrolled in {}", args.user, args.gallery.gallery.display())
+        }
     };
     let json = VerifyJson {
         command: "verify",

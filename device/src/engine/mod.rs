@@ -148,10 +148,11 @@ impl Engine {
 
     /// The L2-normalised embedding of one preprocessed image.
     pub fn embed_one(&mut self, image: &Preprocessed) -> Result<Vec<f32>, EngineError> {
-        let mut out = self
-            .embedder
-            .embed(std::slice::from_ref(image))
-            .map_err(|e| EngineError::Run { path: self.model_path.clone(), runtime: self.runtime, message: e.0 })?;
+        let mut out = self.embedder.embed(std::slice::from_ref(image)).map_err(|e| EngineError::Run {
+            path: self.model_path.clone(),
+            runtime: self.runtime,
+            message: e.0,
+        })?;
         out.pop().ok_or_else(|| EngineError::Run {
             path: self.model_path.clone(),
             runtime: self.runtime,

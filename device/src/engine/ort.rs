@@ -61,8 +61,11 @@ impl OrtEmbedder {
     /// sequential execution and all graph optimisations, and checks the graph's I/O names.
     pub fn load(bytes: &[u8], path: &Path, manifest: &Manifest, threads: usize) -> Result<Self, EngineError> {
         let env = environment()?;
-        let load_err =
-            |e: ort::Error| EngineError::Load { path: path.to_path_buf(), runtime: Runtime::Ort, message: e.to_string() };
+        let load_err = |e: ort::Error| EngineError::Load {
+            path: path.to_path_buf(),
+            runtime: Runtime::Ort,
+            message: e.to_string(),
+        };
         let session = Session::builder(env)
             .map_err(load_err)?
             .with_optimization_level(GraphOptimizationLevel::All)

@@ -18,9 +18,8 @@ use prost::Message;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tract_onnx::pb::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
-    TypeProto, ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto,
-    type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
 };
 
 pub const HEIGHT: u32 = 32;
@@ -62,7 +61,13 @@ pub fn preprocess_config() -> PreprocessConfig {
 // ---------------------------------------------------------------------------------------------
 
 pub fn tensor_f32(name: &str, dims: &[i64], values: Vec<f32>) -> TensorProto {
-    TensorProto { name: name.into(), dims: dims.to_vec(), data_type: DataType::Float as i32, float_data: values, ..Default::default() }
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: DataType::Float as i32,
+        float_data: values,
+        ..Default::default()
+    }
 }
 
 pub fn tensor_i8(name: &str, dims: &[i64], values: &[i8]) -> TensorProto {
@@ -155,7 +160,11 @@ impl Weights {
                 *m += v / samples.len() as f32;
             }
         }
-        weights.gemm_b = weights.gemm_w.chunks_exact(FEATURES).map(|row| -row.iter().zip(&mean).map(|(w, m)| w * m).sum::<f32>()).collect();
+        weights.gemm_b = weights
+            .gemm_w
+            .chunks_exact(FEATURES)
+            .map(|row| -row.iter().zip(&mean).map(|(w, m)| w * m).sum::<f32>())
+            .collect();
         weights
     }
 
@@ -230,16 +239,23 @@ pub fn onnx_model(weights: &Weights, int8: bool) -> Vec<u8> {
     }
     let half = (KERNEL / 2) as i64;
     nodes.extend([
-        node("Conv", &["image", "conv_w", "conv_b"], "conv", vec![
-            ints("kernel_shape", &[KERNEL as i64, KERNEL as i64]),
-            ints("pads", &[half, half, half, half]),
-            ints("strides", &[1, 1]),
-        ]),
+        node(
+            "Conv",
+            &["image", "conv_w", "conv_b"],
+            "conv",
+            vec![
+                ints("kernel_shape", &[KERNEL as i64, KERNEL as i64]),
+                ints("pads", &[half, half, half, half]),
+                ints("strides", &[1, 1]),
+            ],
+        ),
         node("Relu", &["conv"], "relu", vec![]),
-        node("AveragePool", &["relu"], "pool", vec![
-            ints("kernel_shape", &[POOL as i64, POOL as i64]),
-            ints("strides", &[POOL as i64, POOL as i64]),
-        ]),
+        node(
+            "AveragePool",
+            &["relu"],
+            "pool",
+            vec![ints("kernel_shape", &[POOL as i64, POOL as i64]), ints("strides", &[POOL as i64, POOL as i64])],
+        ),
         node("Flatten", &["pool"], "flat", vec![int("axis", 1)]),
         node("Gemm", &["flat", "gemm_w", "gemm_b"], "gemm", vec![int("transB", 1)]),
         node("ReduceL2", &["gemm"], "norm", vec![ints("axes", &[1]), int("keepdims", 1)]),
@@ -331,7 +347,8 @@ impl Writer {
         let waves = (0..3)
             .map(|_| (rng.random_range(0.05..0.3), rng.random_range(1.0..12.0), rng.random_range(0.0..6.28)))
             .collect();
-        let loops = (0..rng.random_range(1..4)).map(|_| (rng.random_range(0.1..0.9), rng.random_range(0.08..0.25))).collect();
+        let loops =
+            (0..rng.random_range(1..4)).map(|_| (rng.random_range(0.1..0.9), rng.random_range(0.08..0.25))).collect();
         Self { waves, loops, slant: rng.random_range(-0.4..0.4) }
     }
 
@@ -343,12 +360,8 @@ impl Writer {
         // then differ from each other by design, where random draws occasionally give two
         // near-identical signatures (which the replay guard rightly flags).
         let spread = |k: usize| ((sample as f64 + 1.0) * KRONECKER[k]).fract() as f32 * 2.0 - 1.0;
-        let waves: Vec<(f32, f32, f32)> = self
-            .waves
-            .iter()
-            .enumerate()
-            .map(|(k, &(a, f, p))| (a, f, p + 0.35 * spread(2 + k)))
-            .collect();
+        let waves: Vec<(f32, f32, f32)> =
+            self.waves.iter().enumerate().map(|(k, &(a, f, p))| (a, f, p + 0.35 * spread(2 + k))).collect();
         let (width, height) = (rng.random_range(400..420u32), rng.random_range(150..160u32));
         let (w, h) = (width as f32, height as f32);
         let (x0, x1) = (w * rng.random_range(0.07..0.09), w * rng.random_range(0.89..0.91));
@@ -438,8 +451,12 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let Output { status, stdout, stderr } =
-        Command::new(env!("CARGO_BIN_EXE_autograph")).args(args).env_remove("AUTOGRAPH_BUNDLE").env_remove("AUTOGRAPH_GALLERY").output().expect("run autograph");
+    let Output { status, stdout, stderr } = Command::new(env!("CARGO_BIN_EXE_autograph"))
+        .args(args)
+        .env_remove("AUTOGRAPH_BUNDLE")
+        .env_remove("AUTOGRAPH_GALLERY")
+        .output()
+        .expect("run autograph");
     Run {
         code: status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),

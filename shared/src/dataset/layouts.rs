@@ -45,9 +45,9 @@ impl Layout {
             return Ok(Layout::GenuineForged);
         }
         let classes = sorted_entries(root)?;
-        let has_class_with_images = classes.iter().any(|d| {
-            d.is_dir() && sorted_entries(d).map(|files| files.iter().any(|f| is_image(f))).unwrap_or(false)
-        });
+        let has_class_with_images = classes
+            .iter()
+            .any(|d| d.is_dir() && sorted_entries(d).map(|files| files.iter().any(|f| is_image(f))).unwrap_or(false));
         if has_class_with_images {
             return Ok(Layout::ClassFolders);
         }
@@ -92,7 +92,8 @@ fn file_sample(writer: String, label: Label, path: PathBuf) -> Result<Sample, Da
 
 fn list_cedar(root: &Path) -> Result<Vec<Sample>, DatasetError> {
     let mut samples = Vec::new();
-    for (dir, prefix, label) in [("full_org", "original_", Label::Genuine), ("full_forg", "forgeries_", Label::Forged)] {
+    for (dir, prefix, label) in [("full_org", "original_", Label::Genuine), ("full_forg", "forgeries_", Label::Forged)]
+    {
         let dir = root.join(dir);
         if !dir.is_dir() {
             if label == Label::Forged {
@@ -229,8 +230,14 @@ mod tests {
         for script in ["Bengali", "Hindi"] {
             for w in ["001", "002"] {
                 for n in 1..=2 {
-                    write(&dir.path().join(format!("{script}/{w}/genuine/G-{n}.tif")), format!("{script}{w}g{n}").as_bytes());
-                    write(&dir.path().join(format!("{script}/{w}/forged/F-{n}.tif")), format!("{script}{w}f{n}").as_bytes());
+                    write(
+                        &dir.path().join(format!("{script}/{w}/genuine/G-{n}.tif")),
+                        format!("{script}{w}g{n}").as_bytes(),
+                    );
+                    write(
+                        &dir.path().join(format!("{script}/{w}/forged/F-{n}.tif")),
+                        format!("{script}{w}f{n}").as_bytes(),
+                    );
                 }
             }
         }

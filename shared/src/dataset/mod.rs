@@ -30,7 +30,10 @@ pub enum Label {
 pub enum ImageSource {
     File(PathBuf),
     /// An entry of a zip archive (Omniglot is read straight from its zips).
-    ZipEntry { archive: PathBuf, entry: String },
+    ZipEntry {
+        archive: PathBuf,
+        entry: String,
+    },
 }
 
 impl ImageSource {
@@ -134,7 +137,6 @@ impl Dataset {
         let mut duplicates = Vec::new();
         samples.retain(|s| match seen.get(&s.sha256) {
             Some(kept) => {
-                log::warn!("dropping {} : byte-identical to {}", s.source, kept);
                 duplicates.push(Duplicate { kept: kept.clone(), dropped: s.source.to_string() });
                 false
             }
@@ -143,6 +145,15 @@ impl Dataset {
                 true
             }
         });
+        for d in duplicates.iter().take(3) {
+            log::warn!("{name}: dropping {}: byte-identical to {}", d.dropped, d.kept);
+        }
+        if duplicates.len() > 3 {
+            log::warn!(
+                "{name}: {} more byte-identical duplicates dropped (all are listed by `data stats --json`)",
+                duplicates.len() - 3
+            );
+        }
         let mut hasher_input = String::new();
         for s in &samples {
             hasher_input.push_str(&format!("{}\t{:?}\t{}\n", s.writer, s.label, s.sha256));

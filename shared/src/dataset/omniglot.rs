@@ -95,11 +95,8 @@ pub struct OneShotRun {
 pub fn load_runs(all_runs_zip: &Path) -> Result<Vec<OneShotRun>, DatasetError> {
     let mut zip = open_zip(all_runs_zip)?;
     let names: Vec<String> = zip.file_names().map(str::to_string).collect();
-    let mut run_names: Vec<String> = names
-        .iter()
-        .filter_map(|n| n.strip_suffix("/class_labels.txt"))
-        .map(str::to_string)
-        .collect();
+    let mut run_names: Vec<String> =
+        names.iter().filter_map(|n| n.strip_suffix("/class_labels.txt")).map(str::to_string).collect();
     run_names.sort();
     let mut runs = Vec::new();
     for run in run_names {
