@@ -131,7 +131,10 @@ pub fn export_bundle(run_dir: &Path, out: &Path, data: Option<&[PathBuf]>, devic
             trainer_version: env!("CARGO_PKG_VERSION").into(),
             split: Some(info.split.clone()),
         },
-        test_metrics: serde_json::json!({ "f32": evaluation.test }),
+        test_metrics: serde_json::json!({
+            "f32": evaluation.test,
+            "replay_false_alarm_rate": { "f32": evaluation.test_replay_false_alarm_rate },
+        }),
     };
     manifest.save(out)?;
     Ok(manifest)
@@ -238,6 +241,9 @@ pub fn quantize_bundle(bundle: &Path, data: &[PathBuf]) -> Result<(Manifest, Qua
     let mut metrics = manifest.test_metrics.as_object().cloned().unwrap_or_default();
     metrics.insert("f32_tract".into(), serde_json::to_value(f32_eval.test)?);
     metrics.insert("int8".into(), serde_json::to_value(int8_eval.test)?);
+    if let Some(rates) = metrics.get_mut("replay_false_alarm_rate").and_then(|v| v.as_object_mut()) {
+        rates.insert("int8".into(), serde_json::json!(int8_eval.test_replay_false_alarm_rate));
+    }
     manifest.test_metrics = serde_json::Value::Object(metrics);
     manifest.save(bundle)?;
 
