@@ -7,8 +7,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use autograph_device::capture::cli::{CaptureArgs, KioskArgs};
 use autograph_device::commands::{
-    self, CommandError, Exit, Report, bench::BenchArgs, enroll::EnrollArgs, gallery::GalleryCommand,
+    self, CommandError, Exit, Report, bench::BenchArgs, enroll::EnrollArgs, eval::EvalArgs, gallery::GalleryCommand,
     identify::IdentifyArgs, verify::VerifyArgs,
 };
 use clap::{Parser, Subcommand};
@@ -55,6 +56,14 @@ enum Command {
     /// Measure preprocessing, embedding (each runtime and precision), end-to-end verification
     /// and KNN latency on one thread.
     Bench(BenchArgs),
+    /// Evaluate the bundle on a data set with this runtime (int8 by default) through the shared
+    /// protocols: verification at R = 1, 3, 5, 10, identification, leakage check, Omniglot runs.
+    Eval(EvalArgs),
+    /// Render one kiosk screen to PNG, replaying a stroke recording (no display needed).
+    Capture(CaptureArgs),
+    /// The signing kiosk: prompt, sign, accept, then verify, identify or enrol (framebuffer and
+    /// pen, or --headless with --replay recordings).
+    Kiosk(KioskArgs),
 }
 
 impl Command {
@@ -69,6 +78,9 @@ impl Command {
             Command::Gallery(GalleryCommand::Import { .. }) => "gallery import",
             Command::Gallery(GalleryCommand::Check(_)) => "gallery check",
             Command::Bench(_) => "bench",
+            Command::Capture(_) => "capture",
+            Command::Kiosk(_) => "kiosk",
+            Command::Eval(_) => "eval",
         }
     }
 
@@ -79,6 +91,9 @@ impl Command {
             Command::Identify(args) => commands::identify::run(args),
             Command::Gallery(command) => commands::gallery::run(command),
             Command::Bench(args) => commands::bench::run(args),
+            Command::Capture(args) => autograph_device::capture::cli::run_capture(args),
+            Command::Kiosk(args) => autograph_device::capture::cli::run_kiosk(args),
+            Command::Eval(args) => commands::eval::run(args),
         }
     }
 }

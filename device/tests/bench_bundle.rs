@@ -8,7 +8,9 @@
 //! The network has the shape of the prototype measured in STACK.md: 4 x [conv 3x3 (BatchNorm
 //! folded into the conv) -> ReLU -> max-pool 2x2] with 32, 64, 96, 128 channels on a 96x192
 //! input, global average pool, a 128x128 projection and L2 normalisation (~0.2 M parameters,
-//! ~370 MFLOP per image). Weights are random: only the latency is meaningful.
+//! ~370 MFLOP per image). The int8 model is QDQ: int8 weights, and int8 Quantize/Dequantize
+//! pairs on every convolution's input and output. Weights are random: only latency is
+//! meaningful.
 
 mod common;
 
@@ -17,7 +19,7 @@ use common::{int, ints, node, quantize, tensor_f32, tensor_i8, value_info};
 use prost::Message;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tract_onnx::pb::{GraphProto, ModelProto, OperatorSetIdProto};
+use tract_onnx::pb::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
 
 const HEIGHT: i64 = 96;
 const WIDTH: i64 = 192;
@@ -30,6 +32,7 @@ fn signet_like(int8: bool) -> Vec<u8> {
         (0..n).map(|_| rng.random_range(-1.0f32..1.0) * scale).collect()
     };
     let (mut initializer, mut nodes) = (Vec::new(), Vec::new());
+    // Weights: int8 behind DequantizeLinear in the int8 model.
     let add_weight = |initializer: &mut Vec<_>, nodes: &mut Vec<_>, name: &str, dims: &[i64], values: Vec<f32>| {
         if int8 {
             let (q, scale) = quantize(&values);
@@ -46,27 +49,31 @@ fn signet_like(int8: bool) -> Vec<u8> {
             initializer.push(tensor_f32(name, dims, values));
         }
     };
+    // Activations: QuantizeLinear -> DequantizeLinear (int8, fixed scale) in the int8 model, the
+    // QDQ form a static quantiser emits, which ONNX Runtime fuses into integer convolutions.
+    let qdq = |initializer: &mut Vec<_>, nodes: &mut Vec<NodeProto>, x: &str, scale: f32| -> String {
+        if !int8 {
+            return x.to_string();
+        }
+        initializer.push(tensor_f32(&format!("{x}_s"), &[], vec![scale]));
+        initializer.push(tensor_i8(&format!("{x}_z"), &[], &[0]));
+        let (s, z, q, dq) = (format!("{x}_s"), format!("{x}_z"), format!("{x}_q"), format!("{x}_dq"));
+        nodes.push(node("QuantizeLinear", &[x, &s, &z], &q, vec![]));
+        nodes.push(node("DequantizeLinear", &[&q, &s, &z], &dq, vec![]));
+        dq
+    };
     let mut input = "image".to_string();
     let mut in_ch = 1i64;
     for (i, &out_ch) in CHANNELS.iter().enumerate() {
-        let (w, b) = (format!("conv{i}_w"), format!("conv{i}_b"));
+        let w = format!("conv{i}_w");
         let fan_in = (in_ch * 9) as usize;
-        add_weight(
-            &mut initializer,
-            &mut nodes,
-            &w,
-            &[out_ch, in_ch, 3, 3],
-            weights((out_ch * in_ch * 9) as usize, fan_in),
-        );
-        initializer.push(tensor_f32(&b, &[out_ch], vec![0.01; out_ch as usize]));
+        add_weight(&mut initializer, &mut nodes, &w, &[out_ch, in_ch, 3, 3], weights((out_ch * in_ch * 9) as usize, fan_in));
+        let x = qdq(&mut initializer, &mut nodes, &input, if i == 0 { 1.0 / 127.0 } else { 4.0 / 127.0 });
         let (conv, relu, pool) = (format!("conv{i}"), format!("relu{i}"), format!("pool{i}"));
-        nodes.push(node(
-            "Conv",
-            &[&input, &w, &b],
-            &conv,
-            vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1])],
-        ));
-        nodes.push(node("Relu", &[&conv], &relu, vec![]));
+        // No bias: BatchNorm's shift would be folded into one; irrelevant to latency.
+        nodes.push(node("Conv", &[&x, &w], &conv, vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1])]));
+        let y = qdq(&mut initializer, &mut nodes, &conv, 4.0 / 127.0);
+        nodes.push(node("Relu", &[&y], &relu, vec![]));
         nodes.push(node("MaxPool", &[&relu], &pool, vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])]));
         input = pool;
         in_ch = out_ch;

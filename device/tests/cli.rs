@@ -636,3 +636,28 @@ fn bench_reports_every_figure() {
         run.stdout
     );
 }
+
+/// `--runtime ort` decides like tract, and a missing library is an error naming the variable.
+#[cfg(feature = "ort")]
+#[test]
+fn ort_runtime() {
+    let k = Kiosk::new();
+    assert_eq!(k.enroll("alice", 1, 0..3).code, 0);
+    let probe = k.sig(1, 26);
+    let without_library = autograph([
+        "verify".as_ref(), "--runtime".as_ref(), "ort".as_ref(), "--bundle".as_ref(), k.bundle.as_os_str(),
+        "--gallery".as_ref(), k.gallery.as_os_str(), "--user".as_ref(), "alice".as_ref(), probe.as_os_str(),
+    ]);
+    if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+        assert_eq!(without_library.code, 2, "{without_library:?}");
+        assert!(without_library.stderr.contains("ORT_DYLIB_PATH"), "{without_library:?}");
+        eprintln!("ORT_DYLIB_PATH not set; the rest is skipped");
+        return;
+    }
+    let tract = k.run(&["verify", "--user", "alice"], &[&probe]);
+    let ort = k.run(&["verify", "--runtime", "ort", "--user", "alice"], &[&probe]);
+    assert_eq!((tract.code, ort.code), (0, 0), "{tract:?} {ort:?}");
+    assert_eq!(ort.json()["runtime"], "ort");
+    let (a, b) = (tract.json()["score"].as_f64().expect("score"), ort.json()["score"].as_f64().expect("score"));
+    assert!((a - b).abs() < 0.01, "tract {a} vs ort {b}");
+}

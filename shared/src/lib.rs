@@ -5,12 +5,14 @@
 //! and the [`metrics`] and [`protocol`] modules turn scores into honest figures.
 
 pub mod dataset;
+pub mod evaluation;
 pub mod gallery;
 pub mod leakage;
 pub mod manifest;
 pub mod metrics;
 pub mod preprocess;
 pub mod protocol;
+pub mod strokes;
 
 pub use preprocess::{PreprocessConfig, PreprocessError, Preprocessed, preprocess_bytes, preprocess_file};
 

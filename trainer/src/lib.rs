@@ -4,11 +4,15 @@
 pub mod augment;
 pub mod bundle;
 pub mod data;
+pub mod eval;
 pub mod export;
 pub mod fetch;
+pub mod kfold;
 pub mod loss;
 pub mod model;
 pub mod progress;
 pub mod quantize;
+pub mod quickstart;
+pub mod report;
 pub mod sampler;
 pub mod train;

@@ -40,6 +40,14 @@ enum Command {
     /// Check a bundle: format version, hashes, both models load, and parity on real images
     /// (burn vs tract f32 ≤ 1e-4 with --checkpoint; int8 vs f32 cosine ≥ 0.99). Exit 2 if refused.
     CheckBundle(CheckBundleArgs),
+    /// Evaluate a bundle (tract): verification at R = 1, 3, 5, 10 references, N-way K-shot
+    /// identification, the background-only leakage check and Omniglot's one-shot runs, with
+    /// thresholds never calibrated on test writers; --out writes report.md, report.json and plots.
+    /// With --kfold K, train K models on writer-disjoint folds and report mean ± std test EERs.
+    Eval(autograph_trainer::eval::EvalArgs),
+    /// The whole job on a CPU in one command: find data, train a small model, export, quantize,
+    /// evaluate on held-out writers, and enrol and verify them through the kiosk runtime.
+    Quickstart(autograph_trainer::quickstart::QuickstartArgs),
 }
 
 #[derive(Args, Debug)]
@@ -224,6 +232,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export(args) => export(args),
         Command::Quantize(args) => quantize(args),
         Command::CheckBundle(args) => check_bundle(args),
+        Command::Eval(args) => autograph_trainer::eval::run_cli(args),
+        Command::Quickstart(args) => autograph_trainer::quickstart::run_cli(args),
     }
 }
 

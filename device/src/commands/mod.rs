@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod enroll;
 mod error;
+pub mod eval;
 pub mod gallery;
 pub mod identify;
 mod operating_point;

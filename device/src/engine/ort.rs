@@ -14,7 +14,7 @@ use autograph_shared::preprocess::Preprocessed;
 use autograph_shared::protocol::{EmbedError, Embedder};
 use ort::environment::Environment;
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::TensorRef;
 
 use super::{EngineError, Runtime, check_input};
@@ -66,15 +66,14 @@ impl OrtEmbedder {
             runtime: Runtime::Ort,
             message: e.to_string(),
         };
-        let session = Session::builder(env)
-            .map_err(load_err)?
-            .with_optimization_level(GraphOptimizationLevel::All)
-            .and_then(|b| b.with_intra_threads(threads.max(1)))
-            .and_then(|b| b.with_inter_threads(1))
-            .and_then(|b| b.with_parallel_execution(false))
-            .map_err(|e| load_err(e.into()))?
-            .commit_from_memory(bytes)
-            .map_err(load_err)?;
+        // Builder errors carry the builder back; only the message is wanted.
+        let step = |r: Result<SessionBuilder, ort::Error<SessionBuilder>>| r.map_err(|e| load_err(e.into()));
+        let builder = Session::builder(env).map_err(load_err)?;
+        let builder = step(builder.with_optimization_level(GraphOptimizationLevel::All))?;
+        let builder = step(builder.with_intra_threads(threads.max(1)))?;
+        let builder = step(builder.with_inter_threads(1))?;
+        let mut builder = step(builder.with_parallel_execution(false))?;
+        let session = builder.commit_from_memory(bytes).map_err(load_err)?;
         let names = |outlets: &[ort::value::Outlet]| outlets.iter().map(|o| o.name().to_owned()).collect::<Vec<_>>();
         let (inputs, outputs) = (names(session.inputs()), names(session.outputs()));
         if inputs != [manifest.io.input.clone()] || outputs != [manifest.io.output.clone()] {

@@ -330,8 +330,9 @@ pub fn write_bundle_files(
 // Synthetic signatures
 // ---------------------------------------------------------------------------------------------
 
-/// Irrational steps (square roots of primes) of the per-sample variation sequence.
-const KRONECKER: [f64; 5] = [1.414_213_562, 1.732_050_808, 2.236_067_977, 2.645_751_311, 3.316_624_790];
+/// The per-sample variation sequence steps by the square roots of these primes (irrational,
+/// and independent of each other).
+const KRONECKER_PRIMES: [u32; 5] = [2, 3, 5, 7, 11];
 
 /// A writer's habitual signature: a pen path `y = sum of sines of x`, plus loops.
 #[derive(Debug, Clone)]
@@ -342,6 +343,8 @@ pub struct Writer {
 }
 
 impl Writer {
+    // 6.28 rather than TAU: the writers (and the thresholds in this file) were tuned with it.
+    #[allow(clippy::approx_constant)]
     pub fn new(seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let waves = (0..3)
@@ -359,7 +362,8 @@ impl Writer {
         // The shape's variation comes from a Kronecker sequence rather than the RNG: samples
         // then differ from each other by design, where random draws occasionally give two
         // near-identical signatures (which the replay guard rightly flags).
-        let spread = |k: usize| ((sample as f64 + 1.0) * KRONECKER[k]).fract() as f32 * 2.0 - 1.0;
+        let spread =
+            |k: usize| ((sample as f64 + 1.0) * f64::from(KRONECKER_PRIMES[k]).sqrt()).fract() as f32 * 2.0 - 1.0;
         let waves: Vec<(f32, f32, f32)> =
             self.waves.iter().enumerate().map(|(k, &(a, f, p))| (a, f, p + 0.35 * spread(2 + k))).collect();
         let (width, height) = (rng.random_range(400..420u32), rng.random_range(150..160u32));

@@ -1,0 +1,334 @@
+//! The kiosk loop: prompt -> sign -> accept -> rasterise -> embed -> verify, identify, or enrol
+//! -> result, over any [`Display`] and any source of pen updates (an evdev device, or recorded
+//! strokes played back headlessly). The decision rules are the CLI's: the gallery's mean
+//! similarity against a calibrated threshold, the replay guard first, enrolment through the
+//! store's locked read-modify-write.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use autograph_shared::gallery::{KioskGallery, Template};
+use autograph_shared::preprocess::{PreprocessError, preprocess_gray};
+use autograph_shared::strokes::Recording;
+use autograph_shared::strokes::raster::{RasterConfig, rasterise};
+
+use super::CaptureError;
+use super::display::Display;
+use super::input::{PenDevice, PenUpdate};
+use super::playback::Playback;
+use super::screen::{self, Outcome, Verdict};
+use super::session::{Mode, Session, Step};
+use crate::commands::{CommandError, OperatingPoint};
+use crate::engine::Engine;
+use crate::replay::{self, ReplayCheck};
+use crate::store::{self, StoreError};
+
+/// Result-screen lines, shared with `autograph capture`'s previews.
+pub const DETAIL_REPLAY: &str = "A copy of an enrolled signature";
+pub const DETAIL_NOT_ENROLLED: &str = "No references for this writer";
+pub const DETAIL_NOT_FOUND: &str = "No enrolled writer is close enough";
+pub const DETAIL_EMPTY_GALLERY: &str = "Nobody is enrolled yet";
+pub const DETAIL_ALREADY_ENROLLED: &str = "Already enrolled: nothing was added";
+
+/// The enrolment result line.
+pub fn detail_enrolled(taken: usize, total: usize) -> String {
+    format!("{taken} signature(s) taken, {total} on file")
+}
+
+/// Where pen updates come from.
+pub trait PenSource {
+    /// The next batch of updates; `None` when the source has nothing more (a playback ran
+    /// out). A real device blocks until the pen moves.
+    fn next_batch(&mut self) -> Result<Option<Vec<PenUpdate>>, CaptureError>;
+}
+
+impl PenSource for Playback {
+    fn next_batch(&mut self) -> Result<Option<Vec<PenUpdate>>, CaptureError> {
+        Ok(Playback::next_batch(self))
+    }
+}
+
+impl PenSource for PenDevice {
+    fn next_batch(&mut self) -> Result<Option<Vec<PenUpdate>>, CaptureError> {
+        Ok(Some(self.next_updates()?))
+    }
+}
+
+/// What the judge decided, with the figures behind it.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    pub outcome: Outcome,
+    pub replay: Option<ReplayCheck>,
+    /// Enrolment: the writer's references and the gallery's writers afterwards.
+    pub templates_total: Option<usize>,
+    pub writers: Option<usize>,
+}
+
+/// An accepted signature, embedded, or why it could not be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Embedded {
+    Template(Template),
+    /// Shown to the writer, who signs again.
+    Unusable(String),
+}
+
+/// Embeds accepted signatures with the bundle's model and decides against the gallery.
+#[derive(Debug)]
+pub struct Judge {
+    engine: Engine,
+    gallery_path: PathBuf,
+    gallery: Box<KioskGallery>,
+    point: OperatingPoint,
+    replace: bool,
+    raster: RasterConfig,
+}
+
+impl Judge {
+    /// `gallery` is the gallery at `gallery_path` as loaded at start-up: verification and
+    /// identification read it; enrolment re-reads the file under the store's lock.
+    pub fn new(
+        engine: Engine,
+        gallery_path: PathBuf,
+        gallery: Box<KioskGallery>,
+        point: OperatingPoint,
+        replace: bool,
+    ) -> Self {
+        Self { engine, gallery_path, gallery, point, replace, raster: RasterConfig::default() }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn point(&self) -> OperatingPoint {
+        self.point
+    }
+
+    /// Rasterises, preprocesses exactly like a scan (the bundle's settings), and embeds.
+    pub fn embed(&mut self, recording: &Recording) -> Result<Embedded, CommandError> {
+        let image = match rasterise(recording, &self.raster) {
+            Ok(image) => image,
+            Err(e) => return Ok(Embedded::Unusable(format!("Please sign again ({e})"))),
+        };
+        match preprocess_gray(&image, &self.engine.manifest().preprocess) {
+            Ok(pre) => Ok(Embedded::Template(self.engine.template(&pre)?)),
+            Err(PreprocessError::NoInk) => Ok(Embedded::Unusable("Too little ink: please sign again".into())),
+            Err(e) => Ok(Embedded::Unusable(format!("Please sign again ({e})"))),
+        }
+    }
+
+    /// Is `probe` by `user`? The replay guard runs first, as in `autograph verify`.
+    pub fn verify(&self, user: &str, probe: &Template) -> Decided {
+        let (verdict, score, replay, detail) = match self.gallery.get(user) {
+            None => (Verdict::NotEnrolled, None, None, Some(DETAIL_NOT_ENROLLED.to_string())),
+            Some(writer) => {
+                let score = writer.score(probe);
+                let check = replay::check(writer.templates(), probe, self.engine.calibration().replay_similarity);
+                let verdict = if check.possible_replay {
+                    Verdict::PossibleReplay
+                } else if score >= self.point.threshold {
+                    Verdict::Accepted
+                } else {
+                    Verdict::Rejected
+                };
+                let detail = check.possible_replay.then(|| DETAIL_REPLAY.to_string());
+                (verdict, Some(score), Some(check), detail)
+            }
+        };
+        let outcome =
+            Outcome { verdict, user: Some(user.into()), score, threshold: Some(self.point.threshold), detail };
+        Decided { outcome, replay, templates_total: None, writers: None }
+    }
+
+    /// Who among the enrolled writers is closest, if close enough.
+    pub fn identify(&self, probe: &Template) -> Decided {
+        let best = self.gallery.top_k::<1>(probe).first().map(|m| (m.id.to_string(), m.score));
+        let threshold = self.point.threshold;
+        let outcome = match best {
+            Some((user, score)) if score >= threshold => Outcome {
+                verdict: Verdict::Found,
+                user: Some(user),
+                score: Some(score),
+                threshold: Some(threshold),
+                detail: None,
+            },
+            Some((_, score)) => Outcome {
+                verdict: Verdict::NotFound,
+                user: None,
+                score: Some(score),
+                threshold: Some(threshold),
+                detail: Some(DETAIL_NOT_FOUND.into()),
+            },
+            None => Outcome {
+                verdict: Verdict::NotFound,
+                user: None,
+                score: None,
+                threshold: Some(threshold),
+                detail: Some(DETAIL_EMPTY_GALLERY.into()),
+            },
+        };
+        Decided { outcome, replay: None, templates_total: None, writers: None }
+    }
+
+    /// Adds `templates` to `user`'s references in one locked update of the gallery file. A
+    /// template the writer already has (a replayed file, not a new signature) enrols nothing.
+    pub fn enroll(&self, user: &str, templates: &[Template]) -> Result<Decided, CommandError> {
+        let identity = self.engine.bundle().model_identity();
+        let now = crate::commands::now_unix();
+        let replace = self.replace;
+        let result = store::update(&self.gallery_path, &identity, |g| {
+            let copies = !replace && g.get(user).is_some_and(|w| templates.iter().any(|t| w.templates().contains(t)));
+            if copies {
+                return Ok::<_, CommandError>(None);
+            }
+            g.enroll(user, templates, now, replace).map_err(StoreError::from)?;
+            let total = g.get(user).map_or(0, |w| w.templates().len());
+            Ok(Some((total, g.len())))
+        })?;
+        let decided = match result {
+            None => Decided {
+                outcome: Outcome {
+                    verdict: Verdict::PossibleReplay,
+                    user: Some(user.into()),
+                    score: None,
+                    threshold: None,
+                    detail: Some(DETAIL_ALREADY_ENROLLED.into()),
+                },
+                replay: None,
+                templates_total: None,
+                writers: None,
+            },
+            Some((total, writers)) => Decided {
+                outcome: Outcome {
+                    verdict: Verdict::Enrolled,
+                    user: Some(user.into()),
+                    score: None,
+                    threshold: None,
+                    detail: Some(detail_enrolled(templates.len(), total)),
+                },
+                replay: None,
+                templates_total: Some(total),
+                writers: Some(writers),
+            },
+        };
+        Ok(decided)
+    }
+}
+
+/// How a session went.
+#[derive(Debug, Clone)]
+pub struct SessionReport {
+    pub decided: Decided,
+    /// The signatures that were taken (accepted and usable).
+    pub signatures: Vec<Recording>,
+    /// Accepted signatures that had to be given again.
+    pub retries: usize,
+    /// Headless screenshots.
+    pub screens: Vec<PathBuf>,
+    /// Recordings saved with `--record`.
+    pub saved: Vec<PathBuf>,
+}
+
+/// Draws the session's current frame and shows it.
+pub fn render(display: &mut dyn Display, session: &Session, name: Option<&str>) -> Result<(), CaptureError> {
+    let mut target = display.target();
+    let Ok(()) = screen::draw(&mut target, session.layout(), &session.screen());
+    display.present(name)?;
+    Ok(())
+}
+
+/// Runs one session to its result. `record_dir`: also save each taken signature there.
+pub fn run(
+    display: &mut dyn Display,
+    input: &mut dyn PenSource,
+    session: &mut Session,
+    judge: &mut Judge,
+    record_dir: Option<&Path>,
+) -> Result<SessionReport, CommandError> {
+    render(display, session, Some(&session.screen_key()))?;
+    let mut templates: Vec<Template> = Vec::new();
+    let mut signatures = Vec::new();
+    let mut saved = Vec::new();
+    let mut retries = 0;
+    loop {
+        let Some(batch) = input.next_batch()? else {
+            let taken = signatures.len();
+            return Err(CaptureError::InputEnded(format!("{taken} signature(s) taken, {retries} refused")).into());
+        };
+        let mut redraw = false;
+        let mut ink = false;
+        for update in &batch {
+            match session.handle(update) {
+                Step::Nothing => {}
+                Step::Redraw => redraw = true,
+                Step::Ink => {
+                    let mut target = display.target();
+                    if let Some(stroke) = session.ink().last() {
+                        let Ok(()) = screen::draw_ink_tail(&mut target, session.layout(), stroke);
+                    }
+                    ink = true;
+                }
+                Step::Accept(recording) => {
+                    render(display, session, Some(&session.screen_key()))?;
+                    let template = match judge.embed(&recording)? {
+                        Embedded::Unusable(notice) => {
+                            retries += 1;
+                            session.retry(notice);
+                            render(display, session, Some(&session.screen_key()))?;
+                            continue;
+                        }
+                        Embedded::Template(t) => t,
+                    };
+                    if templates.contains(&template) {
+                        retries += 1;
+                        session.retry("The same signature twice: please sign again");
+                        render(display, session, Some(&session.screen_key()))?;
+                        continue;
+                    }
+                    if let Some(dir) = record_dir {
+                        saved.push(save_recording(dir, &recording, signatures.len() + 1)?);
+                    }
+                    templates.push(template);
+                    signatures.push(recording);
+                    let decided = match session.mode().clone() {
+                        Mode::Verify { user } => judge.verify(&user, &template),
+                        Mode::Identify => judge.identify(&template),
+                        Mode::Enroll { user, samples } if templates.len() >= samples => {
+                            judge.enroll(&user, &templates)?
+                        }
+                        Mode::Enroll { .. } => {
+                            session.next_sample();
+                            render(display, session, Some(&session.screen_key()))?;
+                            continue;
+                        }
+                    };
+                    session.finish(decided.outcome.clone());
+                    render(display, session, Some(&session.screen_key()))?;
+                    let screens = display.written().to_vec();
+                    return Ok(SessionReport { decided, signatures, retries, screens, saved });
+                }
+            }
+        }
+        if redraw {
+            render(display, session, None)?;
+        } else if ink {
+            display.present(None).map_err(CaptureError::from)?;
+        }
+    }
+}
+
+/// Writes a taken signature as `<dir>/<unix time>-<n>.json`, readable by the owner only (it
+/// is biometric data, like the gallery).
+fn save_recording(dir: &Path, recording: &Recording, n: usize) -> Result<PathBuf, CaptureError> {
+    std::fs::create_dir_all(dir).map_err(|source| CaptureError::Write { path: dir.to_path_buf(), source })?;
+    let path = dir.join(format!("{}-{n}.json", crate::commands::now_unix()));
+    let write = || -> std::io::Result<()> {
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        file.write_all(recording.to_json().as_bytes())?;
+        file.sync_all()
+    };
+    write().map_err(|source| CaptureError::Write { path: path.clone(), source })?;
+    Ok(path)
+}
