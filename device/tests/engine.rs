@@ -136,7 +136,10 @@ fn tract_and_ort_agree() {
             let png = Writer::new(w).signature_png(1);
             let (a, b) = (embed(&mut t, &png), embed(&mut o, &png));
             let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-            assert!(diff < 1e-4, "{precision:?}: max abs difference {diff}");
+            // f32: the same graph in two runtimes (issue #4 asks for 1e-5); int8: integer
+            // kernels may round a requantization step differently, so a looser bound.
+            let limit = if precision == Precision::F32 { 1e-5 } else { 1e-4 };
+            assert!(diff <= limit, "{precision:?}: max abs difference {diff} over {limit}");
         }
     }
 }
