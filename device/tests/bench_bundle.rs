@@ -116,3 +116,14 @@ fn write_signet_like_bundle() {
     let models = (signet_like(false), signet_like(true));
     common::write_bundle_files(std::path::Path::new(&dir), preprocess, &models, 42, |_| {});
 }
+
+/// The small bundle the CLI tests build (32x64 input), for `autograph bench` on it.
+#[test]
+#[ignore = "writes the tests' bundle to $AUTOGRAPH_TEST_BUNDLE"]
+fn write_test_bundle() {
+    let Some(dir) = std::env::var_os("AUTOGRAPH_TEST_BUNDLE") else {
+        eprintln!("set AUTOGRAPH_TEST_BUNDLE to the directory to write");
+        return;
+    };
+    common::write_bundle(std::path::Path::new(&dir), 1);
+}
