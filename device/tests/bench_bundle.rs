@@ -67,7 +67,13 @@ fn signet_like(int8: bool) -> Vec<u8> {
     for (i, &out_ch) in CHANNELS.iter().enumerate() {
         let w = format!("conv{i}_w");
         let fan_in = (in_ch * 9) as usize;
-        add_weight(&mut initializer, &mut nodes, &w, &[out_ch, in_ch, 3, 3], weights((out_ch * in_ch * 9) as usize, fan_in));
+        add_weight(
+            &mut initializer,
+            &mut nodes,
+            &w,
+            &[out_ch, in_ch, 3, 3],
+            weights((out_ch * in_ch * 9) as usize, fan_in),
+        );
         let x = qdq(&mut initializer, &mut nodes, &input, if i == 0 { 1.0 / 127.0 } else { 4.0 / 127.0 });
         let (conv, relu, pool) = (format!("conv{i}"), format!("relu{i}"), format!("pool{i}"));
         // No bias: BatchNorm's shift would be folded into one; irrelevant to latency.

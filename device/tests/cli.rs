@@ -645,8 +645,16 @@ fn ort_runtime() {
     assert_eq!(k.enroll("alice", 1, 0..3).code, 0);
     let probe = k.sig(1, 26);
     let without_library = autograph([
-        "verify".as_ref(), "--runtime".as_ref(), "ort".as_ref(), "--bundle".as_ref(), k.bundle.as_os_str(),
-        "--gallery".as_ref(), k.gallery.as_os_str(), "--user".as_ref(), "alice".as_ref(), probe.as_os_str(),
+        "verify".as_ref(),
+        "--runtime".as_ref(),
+        "ort".as_ref(),
+        "--bundle".as_ref(),
+        k.bundle.as_os_str(),
+        "--gallery".as_ref(),
+        k.gallery.as_os_str(),
+        "--user".as_ref(),
+        "alice".as_ref(),
+        probe.as_os_str(),
     ]);
     if std::env::var_os("ORT_DYLIB_PATH").is_none() {
         assert_eq!(without_library.code, 2, "{without_library:?}");

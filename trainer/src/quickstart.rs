@@ -202,7 +202,7 @@ pub fn run(args: &QuickstartArgs) -> Result<(QuickstartSummary, EvaluationReport
     let kiosk = kiosk_check(&bundle_dir, &dataset, &split.test, &gallery)?;
 
     let summary = QuickstartSummary {
-        data,
+        data: data.canonicalize().unwrap_or(data),
         out: out.clone(),
         bundle: bundle_dir,
         report: report_dir.join("report.md"),

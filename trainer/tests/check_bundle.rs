@@ -18,7 +18,8 @@ fn write_bundle(dir: &Path) {
     let model = config.init(&device).expect("model");
     std::fs::write(dir.join(MODEL_F32_FILE), export_onnx(&model, &config, &device).expect("export")).expect("write");
     let t = OperatingThresholds { eer: 0.5, far_1pct: 0.6, far_0_1pct: 0.7 };
-    let calibration = Calibration { references: 2, thresholds: Thresholds { skilled: Some(t), random: t }, replay_similarity: 0.99 };
+    let calibration =
+        Calibration { references: 2, thresholds: Thresholds { skilled: Some(t), random: t }, replay_similarity: 0.99 };
     let preprocess = PreprocessConfig { height: 16, width: 32, ..PreprocessConfig::default() };
     Manifest {
         format_version: MANIFEST_FORMAT_VERSION,

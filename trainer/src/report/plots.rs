@@ -93,6 +93,7 @@ pub fn roc(path: &Path, scores: &BTreeMap<usize, VerificationScores>, subtitle: 
                 .x_desc("false-accept rate")
                 .y_desc("true-accept rate (1 - FRR)")
                 .label_style((FONT, 13))
+                .light_line_style(WHITE)
                 .draw()
                 .map_err(err)?;
             for (i, (r, s)) in scores.iter().enumerate() {
@@ -217,6 +218,7 @@ pub fn det(path: &Path, scores: &BTreeMap<usize, VerificationScores>, subtitle: 
                 .x_label_formatter(&label)
                 .y_label_formatter(&label)
                 .label_style((FONT, 13))
+                .light_line_style(WHITE)
                 .draw()
                 .map_err(err)?;
             for (i, (r, s)) in scores.iter().enumerate() {
@@ -293,6 +295,7 @@ pub fn histogram(path: &Path, scores: &VerificationScores, thresholds: &Threshol
             .x_desc("score (mean int8 similarity to the references)")
             .y_desc("density")
             .label_style((FONT, 13))
+            .light_line_style(WHITE)
             .draw()
             .map_err(err)?;
         for ((name, values, c), d) in kinds.iter().zip(&densities) {
