@@ -16,21 +16,8 @@ use crate::bundle::load_data;
 use crate::export::TractEmbedder;
 use crate::report::{self, ReportFiles};
 
-/// Model precision on the command line.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PrecisionArg {
-    F32,
-    Int8,
-}
-
-impl From<PrecisionArg> for Precision {
-    fn from(p: PrecisionArg) -> Self {
-        match p {
-            PrecisionArg::F32 => Precision::F32,
-            PrecisionArg::Int8 => Precision::Int8,
-        }
-    }
-}
+/// Model precision on the command line: the kiosk's own flag type, so both CLIs spell it alike.
+pub use autograph_device::commands::PrecisionArg;
 
 /// `autograph-train eval`.
 #[derive(clap::Args, Debug)]
