@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Renders every kiosk screen into docs/screens/ with `autograph capture`, replaying the
 # committed sample recordings (samples/strokes/). The README's screenshots come from here.
-# Usage: scripts/screens.sh [AUTOGRAPH_BINARY]   (default: cargo run -q -p autograph-device --)
+# Usage: scripts/screens.sh [AUTOGRAPH_COMMAND...]   (default: cargo run -q -p autograph-device --;
+#        an emulator may come first: scripts/screens.sh qemu-aarch64 -L /usr/aarch64-linux-gnu BIN)
 # SCREENS_DIR=DIR writes elsewhere (device/tests/capture.rs checks docs/screens/ is current).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ $# -gt 0 ]; then run=("$1"); else run=(cargo run -q -p autograph-device --); fi
+if [ $# -gt 0 ]; then run=("$@"); else run=(cargo run -q -p autograph-device --); fi
 out="${SCREENS_DIR:-docs/screens}"
 mkdir -p "$out"
 shot() { "${run[@]}" capture "$@" >/dev/null; }

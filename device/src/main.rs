@@ -53,6 +53,8 @@ enum Command {
     /// List, remove, export, import or check the gallery.
     #[command(subcommand)]
     Gallery(GalleryCommand),
+    /// Print the embedding and int8 template of each image (nothing is stored).
+    Embed(commands::embed::EmbedArgs),
     /// Measure preprocessing, embedding (each runtime and precision), end-to-end verification
     /// and KNN latency on one thread.
     Bench(BenchArgs),
@@ -77,6 +79,7 @@ impl Command {
             Command::Gallery(GalleryCommand::Export { .. }) => "gallery export",
             Command::Gallery(GalleryCommand::Import { .. }) => "gallery import",
             Command::Gallery(GalleryCommand::Check(_)) => "gallery check",
+            Command::Embed(_) => "embed",
             Command::Bench(_) => "bench",
             Command::Capture(_) => "capture",
             Command::Kiosk(_) => "kiosk",
@@ -90,6 +93,7 @@ impl Command {
             Command::Verify(args) => commands::verify::run(args),
             Command::Identify(args) => commands::identify::run(args),
             Command::Gallery(command) => commands::gallery::run(command),
+            Command::Embed(args) => commands::embed::run(args),
             Command::Bench(args) => commands::bench::run(args),
             Command::Capture(args) => autograph_device::capture::cli::run_capture(args),
             Command::Kiosk(args) => autograph_device::capture::cli::run_kiosk(args),
@@ -107,10 +111,15 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { Exit::Error as u8 } else { 0 });
         }
     };
-    // A panic inside a runtime on a strange model must still end as "error, exit 2".
-    let result = std::panic::catch_unwind(|| cli.command.run())
-        .unwrap_or_else(|_| Err(CommandError::Usage("internal error (panic); please report it".into())));
-    let exit = match result {
+    // A panic inside a runtime on a strange model must still end as "error, exit 2", also in the
+    // kiosk build, which aborts instead of unwinding (Cargo.toml's `kiosk` profile).
+    let (command, json) = (cli.command.name(), cli.json);
+    std::panic::set_hook(Box::new(move |info| {
+        let error = CommandError::Usage(format!("internal error ({info}); please report it"));
+        print_error(command, &error, json);
+        std::process::exit(Exit::Error as i32);
+    }));
+    let exit = match cli.command.run() {
         Ok(report) => match print_report(&report, cli.json) {
             Ok(()) => report.exit,
             Err(e) => {

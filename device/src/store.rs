@@ -489,7 +489,18 @@ mod tests {
         let random = RandomState::new();
         let (mut progress, mut interrupted) = (0u32, 0usize);
         for round in 0..8u64 {
-            let mut child = Command::new(&exe)
+            // Under qemu-user (scripts/cross-test) the child needs the emulator named in front.
+            let runner = std::env::var("AUTOGRAPH_TEST_RUNNER").unwrap_or_default();
+            let mut words = runner.split_whitespace();
+            let mut child = match words.next() {
+                Some(emulator) => {
+                    let mut command = Command::new(emulator);
+                    command.args(words).arg(&exe);
+                    command
+                }
+                None => Command::new(&exe),
+            };
+            let mut child = child
                 .args(["--exact", "store::tests::child_writer", "--ignored", "--nocapture", "--test-threads", "1"])
                 .env(CHILD_ENV, &path)
                 .stdout(Stdio::piped())

@@ -699,8 +699,10 @@ fn kiosk_refuses_bad_setups() {
 fn readme_screenshots_are_rendered_by_the_named_command() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir().expect("tmp");
+    let runner = std::env::var("AUTOGRAPH_TEST_RUNNER").unwrap_or_default();
     let status = std::process::Command::new("bash")
         .arg(root.join("scripts/screens.sh"))
+        .args(runner.split_whitespace())
         .arg(env!("CARGO_BIN_EXE_autograph"))
         .env("SCREENS_DIR", dir.path())
         .stdout(std::process::Stdio::null())

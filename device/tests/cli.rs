@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use autograph_device::store;
@@ -566,6 +567,38 @@ fn gallery_maintenance() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("damaged.bin") && run.stderr.contains("truncated"), "{run:?}");
     assert_eq!(std::fs::read(&k.gallery).expect("read"), before);
+}
+
+/// `embed` prints the unit embedding and exactly the template `enroll` stores; an unreadable
+/// image fails naming the file.
+#[test]
+fn embed_prints_what_enroll_stores() {
+    let k = Kiosk::new();
+    let (a, b) = (k.sig(1, 0), k.sig(2, 0));
+    let mut args: Vec<std::ffi::OsString> = vec!["embed".into(), "--bundle".into(), k.bundle.clone().into()];
+    args.extend(["--json".into(), a.clone().into(), b.into()]);
+    let run = autograph(&args);
+    assert_eq!(run.code, 0, "{run:?}");
+    let j = run.json();
+    assert_keys(&j, &keys(&["command", "embeddings"]));
+    let first = &j["embeddings"][0];
+    assert_keys(first, &["image", "embedding", "template"]);
+    let embedding: Vec<f32> = serde_json::from_value(first["embedding"].clone()).expect("f32 list");
+    let template: Vec<i8> = serde_json::from_value(first["template"].clone()).expect("i8 list");
+    assert_eq!(embedding.len(), EMBEDDING_DIM);
+    let norm = embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    assert_eq!(template.as_slice(), Template::from_embedding(&embedding).expect("template").as_i8());
+
+    assert_eq!(k.enroll("alice", 1, 0..1).code, 0);
+    let gallery = store::load(&k.gallery, None).expect("gallery");
+    let stored = gallery.get("alice").expect("alice").templates()[0];
+    assert_eq!(stored.as_i8().as_slice(), template.as_slice());
+
+    let broken = write_file(&k.images, "broken.png", b"not a png");
+    let run = autograph([OsStr::new("embed"), OsStr::new("--bundle"), k.bundle.as_os_str(), broken.as_os_str()]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("broken.png"), "{}", run.stderr);
 }
 
 #[test]

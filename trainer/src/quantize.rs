@@ -73,6 +73,9 @@ pub enum CalibrationMethod {
     MinMax,
     /// Clip both tails at this percentile (e.g. 99.99): finer steps, outliers saturate.
     Percentile(f64),
+    /// The clipping range with the least squared quantize-dequantize error over the
+    /// histogrammed values (balances rounding of the bulk against clipping of the tails).
+    Mse,
 }
 
 /// 8-bit type used for activations (weights are always i8).
@@ -133,7 +136,12 @@ pub struct QuantizeOptions {
 impl Default for QuantizeOptions {
     fn default() -> Self {
         Self {
-            methods: vec![CalibrationMethod::MinMax, CalibrationMethod::Percentile(99.99)],
+            methods: vec![
+                CalibrationMethod::MinMax,
+                CalibrationMethod::Percentile(99.99),
+                CalibrationMethod::Percentile(99.999),
+                CalibrationMethod::Mse,
+            ],
             holdout_fraction: 0.25,
             activation_type: ActivationType::I8,
             quantized_max_pool: true,
@@ -1157,7 +1165,7 @@ fn calibrate(
         }
     }
     let bins = options.histogram_bins;
-    let needs_histogram = options.methods.iter().any(|m| matches!(m, CalibrationMethod::Percentile(_)));
+    let needs_histogram = options.methods.iter().any(|m| !matches!(m, CalibrationMethod::MinMax));
     let mut histograms = vec![vec![0u64; bins]; if needs_histogram { tensors.len() } else { 0 }];
     if needs_histogram {
         for image in images {
@@ -1179,6 +1187,12 @@ fn calibrate(
                 .zip(&spans)
                 .zip(&histograms)
                 .map(|((name, span), histogram)| (name.clone(), percentile_range(histogram, *span, p)))
+                .collect(),
+            CalibrationMethod::Mse => tensors
+                .iter()
+                .zip(&spans)
+                .zip(&histograms)
+                .map(|((name, span), histogram)| (name.clone(), mse_range(histogram, *span, options.activation_type)))
                 .collect(),
         };
         result.push((method, ranges));
@@ -1214,6 +1228,40 @@ fn percentile_range(histogram: &[u64], span: Range, percentile: f64) -> Range {
         }
     }
     Range { min: lower.max(span.min), max: upper.min(span.max) }
+}
+
+/// Candidate clipping ranges [`mse_range`] tries: the observed span shrunk by
+/// `k / MSE_STEPS`, for k from `MSE_STEPS / 10` to `MSE_STEPS`.
+const MSE_STEPS: usize = 200;
+
+/// The range, among the observed span shrunk towards zero in [`MSE_STEPS`] steps, whose affine
+/// 8-bit quantization reproduces the histogrammed values (taken at bin centres) with the least
+/// squared error. Both ends shrink together, so a one-sided (ReLU) tensor keeps its zero.
+fn mse_range(histogram: &[u64], span: Range, ty: ActivationType) -> Range {
+    let (qmin, qmax) = ty.bounds();
+    let width = (span.max - span.min) / histogram.len() as f32;
+    let error = |range: Range| -> f64 {
+        let q = activation_params(range, ty);
+        histogram
+            .iter()
+            .enumerate()
+            .filter(|&(_, &count)| count > 0)
+            .map(|(i, &count)| {
+                let x = span.min + (i as f32 + 0.5) * width;
+                let level = ((x / q.scale).round() as i32 + q.zero_point).clamp(qmin, qmax);
+                let back = (level - q.zero_point) as f32 * q.scale;
+                count as f64 * f64::from(x - back).powi(2)
+            })
+            .sum()
+    };
+    (MSE_STEPS / 10..=MSE_STEPS)
+        .map(|k| {
+            let f = k as f32 / MSE_STEPS as f32;
+            Range { min: span.min * f, max: span.max * f }
+        })
+        .map(|range| (error(range), range))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map_or(span, |(_, range)| range)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2236,6 +2284,22 @@ mod tests {
         assert!(range.max <= 21.0 && range.min >= 9.0, "{range:?}");
         let full = percentile_range(&histogram, Range { min: 0.0, max: 100.0 }, 100.0);
         assert_eq!(full, Range { min: 10.0, max: 100.0 });
+    }
+
+    /// A bulk of values and one far outlier: MSE clips the outlier (unlike min/max) but keeps
+    /// the bulk inside the range; a flat distribution keeps (almost) its full span.
+    #[test]
+    fn quantize_mse_balances_rounding_and_clipping() {
+        let span = Range { min: 0.0, max: 100.0 };
+        let mut histogram = vec![0u64; 1000];
+        histogram[..100].iter_mut().for_each(|c| *c = 1000);
+        histogram[999] = 1;
+        let range = mse_range(&histogram, span, ActivationType::I8);
+        assert!(range.max >= 10.0 && range.max < 50.0, "{range:?}");
+        assert_eq!(range.min, 0.0);
+        let flat = vec![10u64; 1000];
+        let range = mse_range(&flat, span, ActivationType::I8);
+        assert!(range.max >= 98.0, "{range:?}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! with `--json`) and a human-readable text; every failure is a [`CommandError`] (exit 2).
 
 pub mod bench;
+pub mod embed;
 pub mod enroll;
 mod error;
 pub mod eval;

@@ -449,13 +449,29 @@ impl Run {
     }
 }
 
+/// A command running `program`, under the emulator in `AUTOGRAPH_TEST_RUNNER` when one is set:
+/// `scripts/cross-test` runs these tests for aarch64 under qemu-user, where a test binary cannot
+/// start another ARM binary by itself (no binfmt handler in containers).
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let runner = std::env::var("AUTOGRAPH_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(emulator) => {
+            let mut command = Command::new(emulator);
+            command.args(words).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
 /// Runs `autograph` with `args` (strings or paths).
 pub fn autograph<I, S>(args: I) -> Run
 where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let Output { status, stdout, stderr } = Command::new(env!("CARGO_BIN_EXE_autograph"))
+    let Output { status, stdout, stderr } = command(env!("CARGO_BIN_EXE_autograph"))
         .args(args)
         .env_remove("AUTOGRAPH_BUNDLE")
         .env_remove("AUTOGRAPH_GALLERY")
