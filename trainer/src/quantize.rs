@@ -4,10 +4,12 @@
 //! Why this output form: measured with tract 0.23.9, QDQ graphs (QuantizeLinear /
 //! DequantizeLinear around a float Conv) run in float there (simulated int8, slower than f32)
 //! and the com.microsoft ops (QGemm, QLinearAdd, ...) are rejected. So convolutions become
-//! standard `QLinearConv`, matrix products `QLinearMatMul`, `MaxPool` runs directly on the
-//! 8-bit tensors (max commutes with the monotonic quantization map) and everything tract has
-//! no integer kernel for (global average pooling, the bias add after the MatMul, the L2
-//! normalisation) stays in float behind a `DequantizeLinear`.
+//! standard `QLinearConv`, matrix products `QLinearMatMul`, except the embedding head, a
+//! float MatMul over int8 weights, so that the embedding is not rounded to 8 bits (see
+//! [`embedding_head`]); `MaxPool` runs directly on the 8-bit tensors (max commutes with
+//! the monotonic quantization map) and everything tract has no integer kernel for (global
+//! average pooling, the bias add after the MatMul, the L2 normalisation) stays in float
+//! behind a `DequantizeLinear`.
 //!
 //! Pipeline of [`quantize`]: decode the ModelProto, canonicalize it (Constant nodes to
 //! initializers, BatchNormalization folded into the preceding Conv, Gemm split into
@@ -30,7 +32,6 @@ use std::time::Duration;
 use prost::Message;
 use serde::Serialize;
 use thiserror::Error;
-#[cfg(test)]
 use tract_onnx::pb::attribute_proto::AttributeType;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{
@@ -111,7 +112,7 @@ pub enum WeightGranularity {
     PerChannel,
     /// One scale per tensor, after cross-layer equalization: fused, fast in tract.
     PerTensor,
-    /// Per-tensor when its held-out mean cosine reaches `auto_min_cosine`, otherwise the
+    /// Per-tensor when its worst held-out image reaches `auto_min_cosine`, otherwise the
     /// more accurate of the two.
     Auto,
 }
@@ -127,7 +128,9 @@ pub struct QuantizeOptions {
     /// Run MaxPool on the 8-bit tensors (tract accepts it) instead of in float.
     pub quantized_max_pool: bool,
     pub weight_granularity: WeightGranularity,
-    /// Accuracy floor for [`WeightGranularity::Auto`] to settle for the fast per-tensor form.
+    /// Accuracy floor for [`WeightGranularity::Auto`] to settle for the fast per-tensor form:
+    /// the lowest cosine to f32 of any held-out image. The bundle check demands 0.99 per image;
+    /// the default keeps a margin because the held-out images are a sample.
     pub auto_min_cosine: f64,
     /// Histogram resolution for the percentile method.
     pub histogram_bins: usize,
@@ -146,7 +149,7 @@ impl Default for QuantizeOptions {
             activation_type: ActivationType::I8,
             quantized_max_pool: true,
             weight_granularity: WeightGranularity::Auto,
-            auto_min_cosine: 0.998,
+            auto_min_cosine: 0.992,
             histogram_bins: 2048,
         }
     }
@@ -197,10 +200,11 @@ pub struct CandidateScore {
 pub struct LayerReport {
     /// Name of the f32 node (or its output when unnamed).
     pub node: String,
-    /// `QLinearConv` or `QLinearMatMul`.
+    /// `QLinearConv`, `QLinearMatMul`, or `MatMul (int8 weights)` (the embedding head).
     pub op: String,
-    pub input: TensorQuant,
-    pub output: TensorQuant,
+    /// `None` for the embedding head, whose input and output stay float.
+    pub input: Option<TensorQuant>,
+    pub output: Option<TensorQuant>,
     pub relu_fused: bool,
     pub weight_channels: usize,
     pub weight_scale_min: f32,
@@ -299,7 +303,7 @@ pub fn quantize(
         finalists.extend(best);
     }
     let fast_enough = |c: &Candidate| {
-        c.score.weight_granularity == WeightGranularity::PerTensor && c.score.mean_cosine >= options.auto_min_cosine
+        c.score.weight_granularity == WeightGranularity::PerTensor && c.score.min_cosine >= options.auto_min_cosine
     };
     let chosen = match finalists.iter().position(fast_enough) {
         Some(index) => finalists.swap_remove(index),
@@ -506,7 +510,6 @@ fn attr_float(node: &NodeProto, name: &str, default: f32) -> f32 {
     attr(node, name).map_or(default, |a| a.f)
 }
 
-#[cfg(test)]
 fn int_attr(name: &str, value: i64) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: value, ..Default::default() }
 }
@@ -1489,8 +1492,8 @@ impl<'a> Emitter<'a> {
         self.layers.push(LayerReport {
             node: label,
             op: "QLinearConv".into(),
-            input: Self::tensor_quant(&conv.input[0], &x),
-            output: Self::tensor_quant(&output, &y),
+            input: Some(Self::tensor_quant(&conv.input[0], &x)),
+            output: Some(Self::tensor_quant(&output, &y)),
             relu_fused: relu.is_some(),
             weight_channels: channels,
             weight_scale_min: w_scales.iter().copied().fold(f32::INFINITY, f32::min),
@@ -1500,16 +1503,18 @@ impl<'a> Emitter<'a> {
         Ok(())
     }
 
-    fn matmul(&mut self, matmul: &NodeProto) -> Result<()> {
+    /// `QLinearMatMul`, or for the embedding head (`head`) a float MatMul over int8 weights.
+    fn matmul(&mut self, matmul: &NodeProto, head: bool) -> Result<()> {
         let label = node_label(matmul);
-        let x = self.ensure_quant(&matmul.input[0])?;
         let (weight, values) = self.weight(&matmul.input[1])?;
         let (k, n) = (weight.dims[0].max(0) as usize, weight.dims[1].max(0) as usize);
         if k * n != values.len() || n == 0 {
             return Err(QuantizeError::InvalidModel(format!("MatMul `{label}` weight dims {:?}", weight.dims)));
         }
-        // Per output column: quantize the transposed matrix by rows, then transpose back.
-        let (q_t, scales) = quantize_weights(&transpose(&values, k, n), n, self.granularity);
+        // Per output column: quantize the transposed matrix by rows, then transpose back. The
+        // head runs in float, where per-column scales cost nothing.
+        let granularity = if head { WeightGranularity::PerChannel } else { self.granularity };
+        let (q_t, scales) = quantize_weights(&transpose(&values, k, n), n, granularity);
         // QLinearMatMul wants b_scale and b_zero_point of the same rank.
         let scale_dims: &[i64] = if scales.len() == 1 { &[] } else { &[n as i64] };
         let mut w_q = vec![0i8; q_t.len()];
@@ -1519,12 +1524,18 @@ impl<'a> Emitter<'a> {
             }
         }
         let output = matmul.output[0].clone();
+        let w_name = self.names.fresh(&format!("{label}.weight_quantized"));
+        self.new_inits.push(i8_tensor(w_name.clone(), &weight.dims, &w_q));
+        let weight_scale_min = scales.iter().copied().fold(f32::INFINITY, f32::min);
+        let weight_scale_max = scales.iter().copied().fold(0.0, f32::max);
+        if head {
+            return self.weight_only_head(matmul, w_name, &scales, (weight_scale_min, weight_scale_max));
+        }
+        let x = self.ensure_quant(&matmul.input[0])?;
         let range = self.range(&output)?;
         let y = self.qtensor(&output, range);
-        let w_name = self.names.fresh(&format!("{label}.weight_quantized"));
         let w_scale = self.names.fresh(&format!("{label}.weight_scale"));
         let w_zero = self.names.fresh(&format!("{label}.weight_zero_point"));
-        self.new_inits.push(i8_tensor(w_name.clone(), &weight.dims, &w_q));
         self.new_inits.push(f32_tensor(w_scale.clone(), scale_dims, &scales));
         self.new_inits.push(i8_tensor(w_zero.clone(), scale_dims, &vec![0; scales.len()]));
         let node_name = self.names.fresh(&format!("{label}_qlinear"));
@@ -1547,14 +1558,58 @@ impl<'a> Emitter<'a> {
         self.layers.push(LayerReport {
             node: label,
             op: "QLinearMatMul".into(),
-            input: Self::tensor_quant(&matmul.input[0], &x),
-            output: Self::tensor_quant(&output, &y),
+            input: Some(Self::tensor_quant(&matmul.input[0], &x)),
+            output: Some(Self::tensor_quant(&output, &y)),
             relu_fused: false,
             weight_channels: n,
-            weight_scale_min: scales.iter().copied().fold(f32::INFINITY, f32::min),
-            weight_scale_max: scales.iter().copied().fold(0.0, f32::max),
+            weight_scale_min,
+            weight_scale_max,
         });
         self.quant.insert(output, y);
+        Ok(())
+    }
+
+    /// `y = x · DequantizeLinear(w_q)`: int8 weights in the file, float arithmetic, so neither
+    /// the head's input nor the embedding is rounded to 8 bits (see [`embedding_head`]).
+    fn weight_only_head(
+        &mut self,
+        matmul: &NodeProto,
+        w_name: String,
+        w_scales: &[f32],
+        (weight_scale_min, weight_scale_max): (f32, f32),
+    ) -> Result<()> {
+        let label = node_label(matmul);
+        let x = self.ensure_float(&matmul.input[0])?;
+        let output = matmul.output[0].clone();
+        let per_column = w_scales.len() > 1;
+        let scale_dims: &[i64] = if per_column { &[w_scales.len() as i64] } else { &[] };
+        let w_scale = self.names.fresh(&format!("{label}.weight_scale"));
+        let w_zero = self.names.fresh(&format!("{label}.weight_zero_point"));
+        self.new_inits.push(f32_tensor(w_scale.clone(), scale_dims, w_scales));
+        self.new_inits.push(i8_tensor(w_zero.clone(), scale_dims, &vec![0; w_scales.len()]));
+        let weight = self.names.fresh(&format!("{label}.weight_dequantized"));
+        let node_name = self.names.fresh(&format!("{label}.weight_dequantize"));
+        let axis = if per_column { vec![int_attr("axis", 1)] } else { vec![] };
+        self.nodes.push(make_node(
+            "DequantizeLinear",
+            node_name,
+            vec![w_name, w_scale, w_zero],
+            vec![weight.clone()],
+            axis,
+        ));
+        let node_name = self.names.fresh(&label);
+        self.nodes.push(make_node("MatMul", node_name, vec![x, weight], vec![output.clone()], vec![]));
+        self.layers.push(LayerReport {
+            node: label,
+            op: "MatMul (int8 weights)".into(),
+            input: None,
+            output: None,
+            relu_fused: false,
+            weight_channels: w_scales.len(),
+            weight_scale_min,
+            weight_scale_max,
+        });
+        self.float_ok.insert(output);
         Ok(())
     }
 
@@ -1604,6 +1659,19 @@ impl<'a> Emitter<'a> {
 }
 
 /// Builds the int8 model from the canonical graph and one set of activation ranges.
+/// The embedding head: the last quantized node, when it is a MatMul. Its output is the
+/// embedding itself (before the bias add and the L2 normalisation) and its input the pooled
+/// features, so neither is rounded to 8 bits: the weights are stored int8 and dequantized
+/// once at load (tract folds the constant), the product runs in float. It is one small
+/// matrix-vector product, so this costs nothing measurable. Measured on an SVC2004 model
+/// (real images, check-bundle): with an 8-bit head the worst per-image cosine to f32 was
+/// 0.990 and only the slow per-channel form reached it; with this head the fused per-tensor
+/// form reaches 0.995.
+fn embedding_head(plan: &Plan) -> Option<usize> {
+    let last_matmul = plan.matmuls.iter().copied().max()?;
+    plan.convs.keys().all(|&conv| conv < last_matmul).then_some(last_matmul)
+}
+
 fn emit(
     original: &ModelProto,
     canonical: &ModelProto,
@@ -1630,6 +1698,7 @@ fn emit(
         quant: HashMap::new(),
         layers: Vec::new(),
     };
+    let head = embedding_head(plan);
     for (index, node) in graph.node.iter().enumerate() {
         if plan.fused_relus.contains(&index) {
             continue;
@@ -1637,7 +1706,7 @@ fn emit(
         if let Some(relu) = plan.convs.get(&index) {
             emitter.conv(node, relu.map(|r| &graph.node[r]))?;
         } else if plan.matmuls.contains(&index) {
-            emitter.matmul(node)?;
+            emitter.matmul(node, head == Some(index))?;
         } else if !emitter.try_pass_through(node) {
             emitter.float_node(node)?;
         }
@@ -2096,9 +2165,11 @@ mod tests {
         // Auto settles for the fused per-tensor form when it is accurate enough.
         assert_eq!(report.weight_granularity, WeightGranularity::PerTensor);
         assert_eq!(report.equalized_pairs, CHANNELS.len());
-        assert_eq!(report.candidates.len(), 4, "2 granularities x 2 calibration methods");
+        assert_eq!(report.candidates.len(), 8, "2 granularities x 4 calibration methods");
         assert_eq!(report.layers.iter().filter(|l| l.op == "QLinearConv").count(), CHANNELS.len());
-        assert_eq!(report.layers.iter().filter(|l| l.op == "QLinearMatMul").count(), 1);
+        let head: Vec<&LayerReport> = report.layers.iter().filter(|l| l.output.is_none()).collect();
+        assert_eq!(head.len(), 1, "the embedding head");
+        assert!(head[0].input.is_none() && head[0].op.starts_with("MatMul"));
         assert!(report.layers.iter().filter(|l| l.op == "QLinearConv").all(|l| l.relu_fused));
 
         let fresh = images(99, 12);
@@ -2132,8 +2203,13 @@ mod tests {
         let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
         println!("int8 ONNX ops: {ops:?}");
         assert_eq!(ops.iter().filter(|o| **o == "QLinearConv").count(), CHANNELS.len());
-        assert_eq!(ops.iter().filter(|o| **o == "QLinearMatMul").count(), 1);
-        for absent in ["Conv", "BatchNormalization", "Relu", "MatMul", "Gemm"] {
+        // The embedding head: a float MatMul over int8 weights.
+        assert_eq!(ops.iter().filter(|o| **o == "MatMul").count(), 1);
+        assert_eq!(
+            graph.initializer.iter().filter(|t| t.data_type == DataType::Float as i32 && t.dims.len() == 2).count(),
+            0
+        );
+        for absent in ["Conv", "BatchNormalization", "Relu", "Gemm"] {
             assert!(!ops.contains(&absent), "{absent} left in float");
         }
         assert!(graph.node.iter().all(|n| n.domain.is_empty()), "no com.microsoft ops");
@@ -2147,11 +2223,12 @@ mod tests {
         println!("tract optimized int8 model:\n  {}", int8_ops.join("\n  "));
         println!("tract optimized f32 model:\n  {}", f32_ops.join("\n  "));
         let integer_matmuls = int8_ops.iter().filter(|l| l.starts_with("OptMatMul") && l.contains("i32")).count();
-        // Three convolutions plus the embedding MatMul.
-        assert!(integer_matmuls > CHANNELS.len(), "integer matmuls: {integer_matmuls}");
+        // Every convolution; the embedding head is the one float matrix product.
+        assert!(integer_matmuls >= CHANNELS.len(), "integer matmuls: {integer_matmuls}");
         let i8_im2col = int8_ops.iter().filter(|l| l.starts_with("Im2col")).count();
         assert!(i8_im2col >= CHANNELS.len() - 1, "im2col nodes: {i8_im2col}");
-        assert!(!int8_ops.iter().any(|l| l.starts_with("OptMatMul") && l.contains("f32")), "a float matmul remains");
+        let float_matmuls = int8_ops.iter().filter(|l| l.starts_with("OptMatMul ") && l.contains("f32")).count();
+        assert!(float_matmuls <= 1, "only the head runs in float: {float_matmuls}");
         // Requantization fused into the integer kernels: no separate pass over i32 tensors.
         assert!(!int8_ops.iter().any(|l| l.starts_with("Scale ")), "unfused requantization");
     }
@@ -2292,10 +2369,10 @@ mod tests {
     fn quantize_mse_balances_rounding_and_clipping() {
         let span = Range { min: 0.0, max: 100.0 };
         let mut histogram = vec![0u64; 1000];
-        histogram[..100].iter_mut().for_each(|c| *c = 1000);
+        histogram[..100].iter_mut().for_each(|c| *c = 100_000);
         histogram[999] = 1;
         let range = mse_range(&histogram, span, ActivationType::I8);
-        assert!(range.max >= 10.0 && range.max < 50.0, "{range:?}");
+        assert!(range.max >= 9.0 && range.max < 30.0, "{range:?}");
         assert_eq!(range.min, 0.0);
         let flat = vec![10u64; 1000];
         let range = mse_range(&flat, span, ActivationType::I8);
