@@ -6,7 +6,7 @@
 //! * `scores.json`: the raw test scores per R, to redraw or re-analyse without the model;
 //! * `roc.png`, `det.png`, `scores_R<r>.png`: ROC, DET and score histograms.
 
-mod plots;
+pub mod plots;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@
 //!                    state.json, model_config.json, training_config.json
 //!   best/            same files, as of the epoch with the best validation score
 //!   metrics.jsonl    one EpochMetrics per line
+//!   training.png     loss and validation EER per epoch
 //! ```
 //! A checkpoint directory is written beside its final name and renamed into place, so an
 //! interrupted run (Ctrl-C, power loss) always leaves the previous checkpoint whole.
@@ -534,6 +535,7 @@ pub fn train_on_cache(
         progress.finish_with_message(summary);
         log::info!("epoch {}: {}", epoch + 1, serde_json::to_string(&metrics)?);
         append_metrics(&metrics_path, &metrics)?;
+        plot_metrics(&metrics_path, &out_dir.join(TRAINING_PLOT_FILE));
         history.push(metrics);
 
         state.epoch += 1;
@@ -719,6 +721,8 @@ const OPTIMIZER_FILE: &str = "optimizer.bpk";
 const STATE_FILE: &str = "state.json";
 const MODEL_CONFIG_FILE: &str = "model_config.json";
 const TRAINING_CONFIG_FILE: &str = "training_config.json";
+/// Loss and validation EER per epoch, redrawn after each epoch.
+pub const TRAINING_PLOT_FILE: &str = "training.png";
 
 fn config_json<C: Config>(config: &C) -> String {
     burn::config::config_to_json(config)
@@ -845,6 +849,19 @@ fn append_metrics(path: &Path, metrics: &EpochMetrics) -> Result<()> {
     let mut file = fs::OpenOptions::new().create(true).append(true).open(path)?;
     writeln!(file, "{}", serde_json::to_string(metrics)?)?;
     Ok(())
+}
+
+/// Redraws the loss and validation-EER curves from every epoch in `metrics.jsonl` (a resumed
+/// run included). A plot that cannot be drawn is a warning: it must not stop training.
+fn plot_metrics(metrics_path: &Path, png: &Path) {
+    let epochs: Vec<EpochMetrics> = fs::read_to_string(metrics_path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    if let Err(e) = crate::report::plots::training_curves(png, &epochs) {
+        log::warn!("cannot draw {}: {e:#}", png.display());
+    }
 }
 
 /// Drops metric lines of epochs after `epochs` (written after the checkpoint being resumed).

@@ -125,6 +125,58 @@ pub fn roc(path: &Path, scores: &BTreeMap<usize, VerificationScores>, subtitle: 
     })
 }
 
+/// Training curves, one point per epoch: the loss, and the validation EER against skilled and
+/// random forgeries (the figures that pick the best checkpoint).
+pub fn training_curves(path: &Path, epochs: &[crate::train::EpochMetrics]) -> Result<()> {
+    let last = epochs.iter().map(|m| m.epoch).max().unwrap_or(1).max(2) as f64;
+    render(path, |root| {
+        let panels = root.split_evenly((1, 2));
+        let loss: Vec<(f64, f64)> =
+            epochs.iter().filter(|m| m.loss.is_finite()).map(|m| (m.epoch as f64, m.loss)).collect();
+        let top = loss.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-6) * 1.1;
+        let mut chart = ChartBuilder::on(&panels[0])
+            .caption("training loss", (FONT, 17))
+            .margin(12)
+            .x_label_area_size(42)
+            .y_label_area_size(60)
+            .build_cartesian_2d(1f64..last, 0f64..top)
+            .map_err(err)?;
+        chart.configure_mesh().x_desc("epoch").y_desc("mean loss").label_style((FONT, 13)).draw().map_err(err)?;
+        chart.draw_series(LineSeries::new(loss.clone(), colour(0).stroke_width(2))).map_err(err)?;
+        chart.draw_series(loss.iter().map(|&p| Circle::new(p, 3, colour(0).filled()))).map_err(err)?;
+
+        let mut chart = ChartBuilder::on(&panels[1])
+            .caption("validation EER (validation writers)", (FONT, 17))
+            .margin(12)
+            .x_label_area_size(42)
+            .y_label_area_size(60)
+            .build_cartesian_2d(1f64..last, 0f64..50f64)
+            .map_err(err)?;
+        chart.configure_mesh().x_desc("epoch").y_desc("EER (%)").label_style((FONT, 13)).draw().map_err(err)?;
+        let curves: [(&str, fn(&crate::train::EpochMetrics) -> Option<f64>); 2] =
+            [("skilled forgeries", |m| m.val_eer_skilled), ("random forgeries", |m| m.val_eer_random)];
+        for (i, (label, field)) in curves.into_iter().enumerate() {
+            let points: Vec<(f64, f64)> =
+                epochs.iter().filter_map(|m| field(m).map(|v| (m.epoch as f64, 100.0 * v))).collect();
+            let c = colour(i + 1);
+            chart
+                .draw_series(LineSeries::new(points, c.stroke_width(2)))
+                .map_err(err)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK.mix(0.5))
+            .label_font((FONT, 13))
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    })
+}
+
 /// An axis on the normal-deviate (probit) scale, as DET plots use, over error rates.
 #[derive(Debug, Clone, Copy)]
 struct Probit {
@@ -366,10 +418,25 @@ mod tests {
         let by_r: BTreeMap<usize, VerificationScores> = [(1, scores.clone()), (5, scores.clone())].into();
         let t = autograph_shared::protocol::OperatingThresholds { eer: 0.6, far_1pct: 0.7, far_0_1pct: 0.75 };
         let thresholds = Thresholds { skilled: Some(t), random: t };
+        let epochs: Vec<crate::train::EpochMetrics> = (1..=4)
+            .map(|epoch| crate::train::EpochMetrics {
+                epoch,
+                loss: 1.0 / epoch as f64,
+                lr: 1e-3,
+                val_eer_skilled: Some(0.4 - 0.05 * epoch as f64),
+                val_eer_random: Some(0.1 - 0.01 * epoch as f64),
+                val_score: None,
+                images_per_second: 50.0,
+                seconds: 60.0,
+                skipped_steps: 0,
+                improved: true,
+            })
+            .collect();
         for (name, result) in [
             ("roc.png", roc(&dir.path().join("roc.png"), &by_r, "test")),
             ("det.png", det(&dir.path().join("det.png"), &by_r, "test")),
             ("h.png", histogram(&dir.path().join("h.png"), &scores, &thresholds, "scores")),
+            ("t.png", training_curves(&dir.path().join("t.png"), &epochs)),
         ] {
             result.expect("plot");
             let img = image::open(dir.path().join(name)).expect("decodes").to_rgb8();
