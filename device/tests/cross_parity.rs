@@ -48,24 +48,11 @@ fn embed(mut command: Command, bundle: &Path, precision: &str, images: &[PathBuf
     }
 }
 
-fn cross_command(binary: &Path) -> Command {
-    let runner = std::env::var("AUTOGRAPH_CROSS_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    match words.next() {
-        Some(emulator) => {
-            let mut command = Command::new(emulator);
-            command.args(words).arg(binary);
-            command
-        }
-        None => Command::new(binary),
-    }
-}
-
 /// Compares both builds on `bundle` at both precisions, printing the largest f32 difference.
 fn compare(label: &str, binary: &Path, bundle: &Path, images: &[PathBuf]) {
     for precision in ["f32", "int8"] {
         let host = embed(Command::new(env!("CARGO_BIN_EXE_autograph")), bundle, precision, images);
-        let cross = embed(cross_command(binary), bundle, precision, images);
+        let cross = embed(common::command_under("AUTOGRAPH_CROSS_RUNNER", binary), bundle, precision, images);
         assert_eq!(host.embeddings.len(), images.len());
         assert_eq!(cross.embeddings.len(), images.len());
         let mut max_diff = 0f32;

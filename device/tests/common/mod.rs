@@ -453,7 +453,13 @@ impl Run {
 /// `scripts/cross-test` runs these tests for aarch64 under qemu-user, where a test binary cannot
 /// start another ARM binary by itself (no binfmt handler in containers).
 pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let runner = std::env::var("AUTOGRAPH_TEST_RUNNER").unwrap_or_default();
+    command_under("AUTOGRAPH_TEST_RUNNER", program)
+}
+
+/// A command running `program` under the emulator command line in the environment variable
+/// `runner_var` (e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`), or directly when it is unset.
+pub fn command_under(runner_var: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let runner = std::env::var(runner_var).unwrap_or_default();
     let mut words = runner.split_whitespace();
     match words.next() {
         Some(emulator) => {
