@@ -1,77 +1,22 @@
 //! train tiny -> export -> quantize -> check parity -> enrol -> verify, across the crates,
 //! on synthetic writers drawn in the test (no real data needed).
 
-use std::path::Path;
 
 use autograph_device::engine::{Bundle, Engine, EngineOptions};
 use autograph_shared::dataset::Dataset;
 use autograph_shared::dataset::splits::WriterSplit;
 use autograph_shared::gallery::KioskGallery;
 use autograph_shared::manifest::{Manifest, Precision};
-use autograph_shared::preprocess::PreprocessConfig;
+use autograph_tests::synthetic::{H, W, tiny_config, write_dataset};
 use autograph_trainer::bundle::{RunInfo, check_bundle, export_bundle, quantize_bundle};
-use autograph_trainer::model::ModelConfig;
-use autograph_trainer::train::{LrSchedule, TrainingConfig, train};
+use autograph_trainer::train::train;
 use burn::prelude::Device;
-use image::{GrayImage, Luma};
-
-const H: usize = 32;
-const W: usize = 64;
-
-/// Writer `w`'s signature: a wave whose frequency and slant belong to the writer, with a small
-/// per-sample wobble; forgeries copy the frequency but not the slant.
-fn draw(writer: usize, sample: usize, forged: bool) -> GrayImage {
-    let mut img = GrayImage::from_pixel(240, 100, Luma([245]));
-    let freq = 2.0 + writer as f32 * 1.3;
-    let slant = if forged { -0.15 } else { 0.1 + writer as f32 * 0.05 };
-    let wobble = sample as f32 * 0.04;
-    for i in 0..2000 {
-        let t = i as f32 / 2000.0;
-        let x = 20.0 + 200.0 * t;
-        let y = 50.0 + 25.0 * (t * freq * 6.28 + wobble).sin() + slant * (x - 120.0);
-        for d in 0..2u32 {
-            let (px, py) = ((x as u32 + d).min(239), (y.clamp(0.0, 99.0)) as u32);
-            img.put_pixel(px, py, Luma([20]));
-        }
-    }
-    img
-}
-
-fn write_dataset(root: &Path, writers: usize) {
-    for w in 0..writers {
-        for (sub, forged, n) in [("genuine", false, 6), ("forged", true, 2)] {
-            let dir = root.join(format!("writer{w}/{sub}"));
-            std::fs::create_dir_all(&dir).expect("mkdir");
-            for s in 0..n {
-                draw(w, s, forged).save(dir.join(format!("{s}.png"))).expect("save");
-            }
-        }
-    }
-}
-
-fn tiny_config() -> TrainingConfig {
-    TrainingConfig::new()
-        .with_model(ModelConfig::new().with_height(H).with_width(W).with_channels(vec![8, 16]))
-        .with_preprocess(PreprocessConfig { height: H as u32, width: W as u32, ..PreprocessConfig::default() })
-        .with_epochs(3)
-        .with_steps_per_epoch(10)
-        .with_writers_per_batch(3)
-        .with_genuine_per_writer(3)
-        .with_forgeries_per_writer(1)
-        .with_learning_rate(1e-3)
-        .with_warmup_steps(0)
-        .with_lr_schedule(LrSchedule::Constant)
-        .with_augment(false)
-        .with_patience(0)
-        .with_validation_references(2)
-        .with_seed(3)
-}
 
 #[test]
 fn train_export_quantize_enrol_verify() {
     let tmp = tempfile::tempdir().expect("tmp");
     let data = tmp.path().join("data");
-    write_dataset(&data, 8);
+    write_dataset(&data, "writer", 0..8, 6);
     let dataset = Dataset::load(&data).expect("dataset");
     let writers = dataset.writers();
     let split =
@@ -86,7 +31,8 @@ fn train_export_quantize_enrol_verify() {
     .save(&run)
     .expect("run info");
     let device = Device::flex();
-    train(&tiny_config(), &dataset, &split, &run, &device, false).expect("train");
+    let config = tiny_config().with_epochs(3).with_steps_per_epoch(10).with_validation_references(2).with_seed(3);
+    train(&config, &dataset, &split, &run, &device, false).expect("train");
 
     // Export: thresholds from validation writers, figures on test writers, split recorded.
     let bundle_dir = tmp.path().join("bundle");

@@ -14,65 +14,13 @@ use autograph_shared::dataset::splits::WriterSplit;
 use autograph_shared::evaluation::Mode;
 use autograph_shared::manifest::{Manifest, Precision};
 use autograph_shared::metrics;
-use autograph_shared::preprocess::PreprocessConfig;
+use autograph_tests::synthetic::{tiny_config, write_dataset};
 use autograph_trainer::bundle::{RunInfo, export_bundle, quantize_bundle};
 use autograph_trainer::eval::{EvalRequest, run as run_eval};
 use autograph_trainer::kfold::{KFoldOptions, run_kfold};
-use autograph_trainer::model::ModelConfig;
-use autograph_trainer::train::{LrSchedule, TrainingConfig, train};
+use autograph_trainer::train::train;
 use burn::prelude::Device;
-use image::{GrayImage, Luma};
 use serde_json::Value;
-
-const H: usize = 32;
-const W: usize = 64;
-
-/// Writer `w`'s signature: a wave with the writer's frequency, slant and loop; `forged` copies the
-/// frequency but not the slant. `prefix` makes a second, disjoint population of writers.
-fn draw(writer: usize, sample: usize, forged: bool) -> GrayImage {
-    let mut img = GrayImage::from_pixel(200, 90, Luma([246]));
-    let freq = 1.5 + writer as f32 * 0.9;
-    let slant = if forged { -0.12 } else { 0.08 + (writer % 4) as f32 * 0.06 };
-    let wobble = sample as f32 * 0.05;
-    for i in 0..1600 {
-        let t = i as f32 / 1600.0;
-        let x = 15.0 + 170.0 * t;
-        let y = 45.0 + 20.0 * (t * freq * std::f32::consts::TAU + wobble).sin() + slant * (x - 100.0);
-        for d in 0..2u32 {
-            img.put_pixel((x as u32 + d).min(199), y.clamp(0.0, 89.0) as u32, Luma([25]));
-        }
-    }
-    img
-}
-
-fn write_dataset(root: &Path, prefix: &str, writers: std::ops::Range<usize>, genuine: usize) {
-    for w in writers {
-        for (sub, forged, n) in [("genuine", false, genuine), ("forged", true, 3)] {
-            let dir = root.join(format!("{prefix}{w}/{sub}"));
-            std::fs::create_dir_all(&dir).expect("mkdir");
-            for s in 0..n {
-                draw(w, s, forged).save(dir.join(format!("{s}.png"))).expect("save");
-            }
-        }
-    }
-}
-
-fn tiny_config() -> TrainingConfig {
-    TrainingConfig::new()
-        .with_model(ModelConfig::new().with_height(H).with_width(W).with_channels(vec![8, 16]))
-        .with_preprocess(PreprocessConfig { height: H as u32, width: W as u32, ..PreprocessConfig::default() })
-        .with_epochs(2)
-        .with_steps_per_epoch(5)
-        .with_writers_per_batch(3)
-        .with_genuine_per_writer(3)
-        .with_forgeries_per_writer(1)
-        .with_warmup_steps(0)
-        .with_lr_schedule(LrSchedule::Constant)
-        .with_augment(false)
-        .with_patience(0)
-        .with_validation_references(3)
-        .with_seed(5)
-}
 
 /// Trains a tiny model on `data` and builds its bundle (f32 + int8).
 fn tiny_bundle(tmp: &Path, data: &Path) -> (PathBuf, WriterSplit) {
