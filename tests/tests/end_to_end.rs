@@ -1,7 +1,6 @@
 //! train tiny -> export -> quantize -> check parity -> enrol -> verify, across the crates,
 //! on synthetic writers drawn in the test (no real data needed).
 
-
 use autograph_device::engine::{Bundle, Engine, EngineOptions};
 use autograph_shared::dataset::Dataset;
 use autograph_shared::dataset::splits::WriterSplit;
