@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod commands;
+pub mod decision;
 pub mod engine;
 pub mod replay;
 pub mod store;

@@ -36,8 +36,7 @@ struct Net {
 /// Seconds per training step of `net` with burn on the CPU.
 fn burn_seconds_per_step(net: &Net) -> f64 {
     let device = Device::flex().autodiff();
-    let config =
-        ModelConfig::new().with_height(net.height).with_width(net.width).with_channels(net.channels.clone());
+    let config = ModelConfig::new().with_height(net.height).with_width(net.width).with_channels(net.channels.clone());
     let mut model = config.init_siamese_seeded(&device, 7).expect("valid config");
     let mut optimizer = AdamWConfig::new().with_weight_decay(1e-4).init();
     let n = WRITERS * (GENUINE + FORGED);

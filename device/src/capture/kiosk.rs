@@ -21,8 +21,9 @@ use super::playback::Playback;
 use super::screen::{self, Outcome, Verdict};
 use super::session::{Mode, Session, Step};
 use crate::commands::{CommandError, OperatingPoint};
+use crate::decision::{self, Decision};
 use crate::engine::Engine;
-use crate::replay::{self, ReplayCheck};
+use crate::replay::ReplayCheck;
 use crate::store::{self, StoreError};
 
 /// Result-screen lines, shared with `autograph capture`'s previews.
@@ -121,22 +122,20 @@ impl Judge {
 
     /// Is `probe` by `user`? The replay guard runs first, as in `autograph verify`.
     pub fn verify(&self, user: &str, probe: &Template) -> Decided {
-        let (verdict, score, replay, detail) = match self.gallery.get(user) {
-            None => (Verdict::NotEnrolled, None, None, Some(DETAIL_NOT_ENROLLED.to_string())),
-            Some(writer) => {
-                let score = writer.score(probe);
-                let check = replay::check(writer.templates(), probe, self.engine.calibration().replay_similarity);
-                let verdict = if check.possible_replay {
-                    Verdict::PossibleReplay
-                } else if score >= self.point.threshold {
-                    Verdict::Accepted
-                } else {
-                    Verdict::Rejected
-                };
-                let detail = check.possible_replay.then(|| DETAIL_REPLAY.to_string());
-                (verdict, Some(score), Some(check), detail)
-            }
+        let checked = decision::verify(
+            &self.gallery,
+            user,
+            probe,
+            self.point.threshold,
+            self.engine.calibration().replay_similarity,
+        );
+        let (verdict, detail) = match checked.decision {
+            Decision::Accepted => (Verdict::Accepted, None),
+            Decision::Rejected => (Verdict::Rejected, None),
+            Decision::PossibleReplay => (Verdict::PossibleReplay, Some(DETAIL_REPLAY.to_string())),
+            Decision::NotEnrolled => (Verdict::NotEnrolled, Some(DETAIL_NOT_ENROLLED.to_string())),
         };
+        let (score, replay) = (checked.score, checked.replay);
         let outcome =
             Outcome { verdict, user: Some(user.into()), score, threshold: Some(self.point.threshold), detail };
         Decided { outcome, replay, templates_total: None, writers: None }

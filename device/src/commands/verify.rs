@@ -13,8 +13,10 @@ use super::{
     Against, BundleArgs, CommandError, Exit, GalleryArgs, ModelUsed, OperatingPoint, OperatingPointArgs, Report,
     RuntimeArgs,
 };
+pub use crate::decision::Decision;
+use crate::decision::{self, Verification};
 use crate::engine::Engine;
-use crate::replay::{self, ReplayCheck};
+use crate::replay::ReplayCheck;
 use crate::store;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -33,20 +35,6 @@ pub struct VerifyArgs {
     pub point: OperatingPointArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
-}
-
-/// The outcome of a verification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    /// Score at or above the threshold (exit 0).
-    Accepted,
-    /// Score below the threshold (exit 1).
-    Rejected,
-    /// A copy of an enrolled reference (exit 1).
-    PossibleReplay,
-    /// The writer is not in the gallery (exit 1).
-    NotEnrolled,
 }
 
 /// `--json` output of `verify`.
@@ -80,21 +68,8 @@ pub fn run(args: &VerifyArgs) -> Result<Report, CommandError> {
     let mut engine = Engine::open(bundle, options)?;
     let probe = super::template_of(&mut engine, &args.image)?;
 
-    let (decision, score, references, replay) = match gallery.get(&args.user) {
-        None => (Decision::NotEnrolled, None, 0, None),
-        Some(writer) => {
-            let score = writer.score(&probe);
-            let replay = replay::check(writer.templates(), &probe, replay_similarity);
-            let decision = if replay.possible_replay {
-                Decision::PossibleReplay
-            } else if score >= point.threshold {
-                Decision::Accepted
-            } else {
-                Decision::Rejected
-            };
-            (decision, Some(score), writer.templates().len(), Some(replay))
-        }
-    };
+    let Verification { decision, score, references, replay } =
+        decision::verify(&gallery, &args.user, &probe, point.threshold, replay_similarity);
     let accepted = decision == Decision::Accepted;
     let text = match decision {
         Decision::Accepted | Decision::Rejected => format!(
