@@ -346,9 +346,9 @@ pub fn otsu_threshold(histogram: &[u64; 256]) -> u8 {
     let sum_all: u64 = histogram.iter().enumerate().map(|(i, &c)| i as u64 * c).sum();
     let (mut w0, mut sum0) = (0u64, 0u64);
     let (mut best, mut best_t) = (-1.0f64, 0u8);
-    for t in 0..255usize {
-        w0 += histogram[t];
-        sum0 += t as u64 * histogram[t];
+    for (t, &count) in histogram.iter().enumerate().take(255) {
+        w0 += count;
+        sum0 += t as u64 * count;
         let w1 = total - w0;
         if w0 == 0 || w1 == 0 {
             continue;

@@ -78,7 +78,7 @@ pub fn verification_scores(samples: &[EmbeddedSample], references: usize, seed: 
             continue;
         }
         genuine.shuffle(&mut rng);
-        let enrolled: Vec<Template> = genuine[..references].iter().map(|s| s.template.clone()).collect();
+        let enrolled: Vec<Template> = genuine[..references].iter().map(|s| s.template).collect();
         out.writers += 1;
         for probe in &genuine[references..] {
             out.genuine.push(mean_similarity(&enrolled, &probe.template));
@@ -229,9 +229,9 @@ pub fn identification_accuracy(
                 let mut v = v.clone();
                 v.shuffle(&mut rng);
                 if i == truth {
-                    query = Some(v[k_shot].template.clone());
+                    query = Some(v[k_shot].template);
                 }
-                v[..k_shot].iter().map(|s| s.template.clone()).collect()
+                v[..k_shot].iter().map(|s| s.template).collect()
             })
             .collect();
         let Some(query) = query else { continue };

@@ -133,6 +133,9 @@ pub fn roc(path: &Path, scores: &BTreeMap<usize, VerificationScores>, subtitle: 
     })
 }
 
+/// Reads one validation figure of an epoch.
+type EpochFigure = fn(&crate::train::EpochMetrics) -> Option<f64>;
+
 /// Training curves, one point per epoch: the loss, and the validation EER against skilled and
 /// random forgeries (the figures that pick the best checkpoint).
 pub fn training_curves(path: &Path, epochs: &[crate::train::EpochMetrics]) -> Result<()> {
@@ -161,7 +164,7 @@ pub fn training_curves(path: &Path, epochs: &[crate::train::EpochMetrics]) -> Re
             .build_cartesian_2d(1f64..last, 0f64..50f64)
             .map_err(err)?;
         chart.configure_mesh().x_desc("epoch").y_desc("EER (%)").label_style((FONT, 13)).draw().map_err(err)?;
-        let curves: [(&str, fn(&crate::train::EpochMetrics) -> Option<f64>); 2] =
+        let curves: [(&str, EpochFigure); 2] =
             [("skilled forgeries", |m| m.val_eer_skilled), ("random forgeries", |m| m.val_eer_random)];
         for (i, (label, field)) in curves.into_iter().enumerate() {
             let points: Vec<(f64, f64)> =
