@@ -36,9 +36,20 @@ impl Kiosk {
 
     /// `autograph <command> --bundle B --gallery G --json <rest>`.
     fn run(&self, command: &[&str], rest: &[&Path]) -> common::Run {
+        self.run_with(command, true, rest)
+    }
+
+    /// The same without `--json`: the human-readable output.
+    fn run_text(&self, command: &[&str], rest: &[&Path]) -> common::Run {
+        self.run_with(command, false, rest)
+    }
+
+    fn run_with(&self, command: &[&str], json: bool, rest: &[&Path]) -> common::Run {
         let mut args: Vec<std::ffi::OsString> = command.iter().map(Into::into).collect();
         args.extend(["--bundle".into(), self.bundle.clone().into(), "--gallery".into(), self.gallery.clone().into()]);
-        args.push("--json".into());
+        if json {
+            args.push("--json".into());
+        }
         args.extend(rest.iter().map(|p| p.as_os_str().to_owned()));
         autograph(args)
     }
@@ -120,16 +131,7 @@ fn enroll_verify_identify_round_trip() {
     assert!(run.json()["score"].is_null());
 
     // Text output says the same.
-    let run = autograph([
-        "verify".as_ref(),
-        "--bundle".as_ref(),
-        k.bundle.as_os_str(),
-        "--gallery".as_ref(),
-        k.gallery.as_os_str(),
-        "--user".as_ref(),
-        "bob".as_ref(),
-        k.sig(2, 23).as_os_str(),
-    ]);
+    let run = k.run_text(&["verify", "--user", "bob"], &[&k.sig(2, 23)]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.starts_with("ACCEPTED"), "{run:?}");
 
@@ -241,16 +243,7 @@ fn resubmitted_reference_is_a_possible_replay() {
     assert_eq!((run.code, run.json()["decision"].as_str()), (1, Some("possible_replay")), "{run:?}");
 
     // Text output explains.
-    let run = autograph([
-        "verify".as_ref(),
-        "--bundle".as_ref(),
-        k.bundle.as_os_str(),
-        "--gallery".as_ref(),
-        k.gallery.as_os_str(),
-        "--user".as_ref(),
-        "alice".as_ref(),
-        reference.as_os_str(),
-    ]);
+    let run = k.run_text(&["verify", "--user", "alice"], &[&reference]);
     assert!(run.stdout.contains("possible replay"), "{run:?}");
 }
 
@@ -677,18 +670,7 @@ fn ort_runtime() {
     let k = Kiosk::new();
     assert_eq!(k.enroll("alice", 1, 0..3).code, 0);
     let probe = k.sig(1, 26);
-    let without_library = autograph([
-        "verify".as_ref(),
-        "--runtime".as_ref(),
-        "ort".as_ref(),
-        "--bundle".as_ref(),
-        k.bundle.as_os_str(),
-        "--gallery".as_ref(),
-        k.gallery.as_os_str(),
-        "--user".as_ref(),
-        "alice".as_ref(),
-        probe.as_os_str(),
-    ]);
+    let without_library = k.run_text(&["verify", "--runtime", "ort", "--user", "alice"], &[&probe]);
     if std::env::var_os("ORT_DYLIB_PATH").is_none() {
         assert_eq!(without_library.code, 2, "{without_library:?}");
         assert!(without_library.stderr.contains("ORT_DYLIB_PATH"), "{without_library:?}");

@@ -16,9 +16,13 @@ pub fn shared_data() -> PathBuf {
 pub mod synthetic {
     use std::path::Path;
 
+    use autograph_shared::dataset::Dataset;
+    use autograph_shared::dataset::splits::WriterSplit;
     use autograph_shared::preprocess::PreprocessConfig;
+    use autograph_trainer::bundle::RunInfo;
     use autograph_trainer::model::ModelConfig;
-    use autograph_trainer::train::{LrSchedule, TrainingConfig};
+    use autograph_trainer::train::{LrSchedule, TrainingConfig, train};
+    use burn::prelude::Device;
     use image::{GrayImage, Luma};
 
     /// Model input height and width of [`tiny_config`].
@@ -74,5 +78,34 @@ pub mod synthetic {
             .with_patience(0)
             .with_validation_references(3)
             .with_seed(5)
+    }
+
+    /// Loads `data`, splits its writers in order (the first `train`, the next `validation`,
+    /// the rest test), records the split in `run` as `autograph-train train` does, and trains
+    /// `config` there on the CPU. Returns the split.
+    pub fn train_tiny(
+        data: &Path,
+        run: &Path,
+        (train_writers, validation_writers): (usize, usize),
+        config: &TrainingConfig,
+    ) -> WriterSplit {
+        let dataset = Dataset::load(data).expect("dataset");
+        let writers = dataset.writers();
+        let validation_end = train_writers + validation_writers;
+        let split = WriterSplit {
+            train: writers[..train_writers].to_vec(),
+            validation: writers[train_writers..validation_end].to_vec(),
+            test: writers[validation_end..].to_vec(),
+        };
+        RunInfo {
+            data: vec![data.to_path_buf()],
+            dataset: dataset.name.clone(),
+            content_hash: dataset.content_hash.clone(),
+            split: split.clone(),
+        }
+        .save(run)
+        .expect("run info");
+        train(config, &dataset, &split, run, &Device::flex(), false).expect("train");
+        split
     }
 }

@@ -2,13 +2,10 @@
 //! on synthetic writers drawn in the test (no real data needed).
 
 use autograph_device::engine::{Bundle, Engine, EngineOptions};
-use autograph_shared::dataset::Dataset;
-use autograph_shared::dataset::splits::WriterSplit;
 use autograph_shared::gallery::KioskGallery;
 use autograph_shared::manifest::{Manifest, Precision};
-use autograph_tests::synthetic::{H, W, tiny_config, write_dataset};
-use autograph_trainer::bundle::{RunInfo, check_bundle, export_bundle, quantize_bundle};
-use autograph_trainer::train::train;
+use autograph_tests::synthetic::{H, W, tiny_config, train_tiny, write_dataset};
+use autograph_trainer::bundle::{check_bundle, export_bundle, quantize_bundle};
 use burn::prelude::Device;
 
 #[test]
@@ -16,22 +13,10 @@ fn train_export_quantize_enrol_verify() {
     let tmp = tempfile::tempdir().expect("tmp");
     let data = tmp.path().join("data");
     write_dataset(&data, "writer", 0..8, 6);
-    let dataset = Dataset::load(&data).expect("dataset");
-    let writers = dataset.writers();
-    let split =
-        WriterSplit { train: writers[..4].to_vec(), validation: writers[4..6].to_vec(), test: writers[6..].to_vec() };
     let run = tmp.path().join("run");
-    RunInfo {
-        data: vec![data.clone()],
-        dataset: dataset.name.clone(),
-        content_hash: dataset.content_hash.clone(),
-        split: split.clone(),
-    }
-    .save(&run)
-    .expect("run info");
-    let device = Device::flex();
     let config = tiny_config().with_epochs(3).with_steps_per_epoch(10).with_validation_references(2).with_seed(3);
-    train(&config, &dataset, &split, &run, &device, false).expect("train");
+    let split = train_tiny(&data, &run, (4, 2), &config);
+    let device = Device::flex();
 
     // Export: thresholds from validation writers, figures on test writers, split recorded.
     let bundle_dir = tmp.path().join("bundle");

@@ -9,36 +9,22 @@ use autograph_device::commands::PrecisionArg as DevicePrecision;
 use autograph_device::commands::eval::EvalArgs as DeviceEvalArgs;
 use autograph_device::commands::{BundleArgs, Exit};
 use autograph_device::engine::Runtime;
-use autograph_shared::dataset::Dataset;
 use autograph_shared::dataset::splits::WriterSplit;
 use autograph_shared::evaluation::Mode;
 use autograph_shared::manifest::{Manifest, Precision};
 use autograph_shared::metrics;
-use autograph_tests::synthetic::{tiny_config, write_dataset};
-use autograph_trainer::bundle::{RunInfo, export_bundle, quantize_bundle};
+use autograph_tests::synthetic::{tiny_config, train_tiny, write_dataset};
+use autograph_trainer::bundle::{export_bundle, quantize_bundle};
 use autograph_trainer::eval::{EvalRequest, run as run_eval};
 use autograph_trainer::kfold::{KFoldOptions, run_kfold};
-use autograph_trainer::train::train;
 use burn::prelude::Device;
 use serde_json::Value;
 
 /// Trains a tiny model on `data` and builds its bundle (f32 + int8).
 fn tiny_bundle(tmp: &Path, data: &Path) -> (PathBuf, WriterSplit) {
-    let dataset = Dataset::load(data).expect("dataset");
-    let writers = dataset.writers();
-    let split =
-        WriterSplit { train: writers[..4].to_vec(), validation: writers[4..7].to_vec(), test: writers[7..].to_vec() };
     let run = tmp.join("run");
-    RunInfo {
-        data: vec![data.to_path_buf()],
-        dataset: dataset.name.clone(),
-        content_hash: dataset.content_hash.clone(),
-        split: split.clone(),
-    }
-    .save(&run)
-    .expect("run info");
+    let split = train_tiny(data, &run, (4, 3), &tiny_config());
     let device = Device::flex();
-    train(&tiny_config(), &dataset, &split, &run, &device, false).expect("train");
     let bundle = tmp.join("bundle");
     export_bundle(&run, &bundle, None, &device).expect("export");
     quantize_bundle(&bundle, &[data.to_path_buf()]).expect("quantize");

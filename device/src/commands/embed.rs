@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use autograph_shared::gallery::Template;
 use serde::Serialize;
 
-use super::{BundleArgs, CommandError, Exit, ModelUsed, RejectedImage, Report, RuntimeArgs};
+use super::{BundleArgs, CommandError, Exit, ModelUsed, Report, RuntimeArgs};
 use crate::engine::Engine;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -46,8 +46,7 @@ pub fn run(args: &EmbedArgs) -> Result<Report, CommandError> {
     let mut embeddings = Vec::with_capacity(args.images.len());
     let mut text = String::new();
     for path in &args.images {
-        let image = engine.preprocess_file(path).map_err(|e| CommandError::Image(RejectedImage::new(path, &e)))?;
-        let embedding = engine.embed_one(&image)?;
+        let embedding = super::embedding_of(&mut engine, path)?;
         let template = Template::from_embedding(&embedding).map_err(crate::engine::EngineError::from)?;
         let head: Vec<String> = embedding.iter().take(4).map(|v| format!("{v:+.5}")).collect();
         text.push_str(&format!("{}: [{}, ...] ({} values)\n", path.display(), head.join(", "), embedding.len()));

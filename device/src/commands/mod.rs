@@ -116,10 +116,16 @@ impl RuntimeArgs {
     }
 }
 
+/// Preprocesses and embeds one image file (an unusable image is rejected naming the file).
+pub(crate) fn embedding_of(engine: &mut Engine, path: &Path) -> Result<Vec<f32>, CommandError> {
+    let image = engine.preprocess_file(path).map_err(|e| CommandError::Image(RejectedImage::new(path, &e)))?;
+    Ok(engine.embed_one(&image)?)
+}
+
 /// Preprocesses and embeds one image file into a template.
 pub(crate) fn template_of(engine: &mut Engine, path: &Path) -> Result<Template, CommandError> {
-    let image = engine.preprocess_file(path).map_err(|e| CommandError::Image(RejectedImage::new(path, &e)))?;
-    Ok(engine.template(&image)?)
+    let embedding = embedding_of(engine, path)?;
+    Ok(Template::from_embedding(&embedding).map_err(crate::engine::EngineError::from)?)
 }
 
 /// Unix seconds now (0 if the clock is before 1970).
