@@ -22,7 +22,7 @@ Offline handwritten-signature verification: enrol writers, verify and identify s
 A model bundle (--bundle DIR: manifest.json, model.onnx, model.int8.onnx) embeds each
 signature image; the gallery file (--gallery FILE) keeps up to 8 int8 templates for each of
 up to 1024 writers, and is tied to the bundle's model: a gallery from another bundle is
-refused. A signature's score is its mean similarity to the writer's references, compared with
+refused. A signature's score is its similarity to the writer's nearest reference, compared with
 a threshold calibrated on validation writers (see --far, --against, --threshold).
 
 Exit status: 0 accepted / found / done; 1 rejected, possible replay, not found, or check

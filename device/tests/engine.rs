@@ -4,7 +4,7 @@
 mod common;
 
 use autograph_device::engine::{Bundle, Engine, EngineError, EngineOptions, Runtime};
-use autograph_shared::gallery::{Template, mean_similarity, similarity};
+use autograph_shared::gallery::{Template, similarity, writer_score};
 use autograph_shared::manifest::Precision;
 use autograph_shared::preprocess_bytes;
 use common::{Writer, preprocess_config, write_bundle};
@@ -56,13 +56,13 @@ fn scores_separate_writers() {
     for (i, w) in writers.iter().enumerate() {
         for s in common::PROBE_SAMPLES {
             let probe = template(&mut e, w, s);
-            genuine_min = genuine_min.min(mean_similarity(&refs[i], &probe));
+            genuine_min = genuine_min.min(writer_score(&refs[i], &probe));
             for r in &refs[i] {
                 pair_max = pair_max.max(similarity(r, &probe));
             }
             for (j, other) in refs.iter().enumerate() {
                 if j != i {
-                    impostor_max = impostor_max.max(mean_similarity(other, &probe));
+                    impostor_max = impostor_max.max(writer_score(other, &probe));
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! identification, the background-only leakage check, and Omniglot's official one-shot runs.
 //!
 //! Both binaries call [`evaluate`] with their own [`Embedder`], so their figures differ only by the
-//! runtime. Every score comes from [`crate::protocol`] (the gallery's int8 mean-similarity rule),
+//! runtime. Every score comes from [`crate::protocol`] (the gallery's int8 nearest-reference rule),
 //! and no threshold is ever calibrated on test writers: they come from the bundle's manifest or
 //! from the validation writers of the bundle's own split.
 
@@ -675,7 +675,7 @@ impl VerificationContext<'_> {
         let metrics = (test_scores.writers > 0).then(|| protocol::verification_metrics(&test_scores, r, &thresholds));
         let protocol = format!(
             "verification, R={r}: {n} test writers of {data} ({mode}); R genuine references per writer drawn with seed {seed}, \
-             score = mean int8 similarity to them (the gallery's rule); genuine = the writer's other genuine signatures, \
+             score = int8 similarity to the nearest of them (the gallery's rule); genuine = the writer's other genuine signatures, \
              skilled = forgeries of that writer, random = other test writers' genuine signatures; EER and AUC on test \
              scores, FAR/FRR at thresholds not calibrated on test writers; writers with at most R genuine signatures are \
              left out",
@@ -708,7 +708,7 @@ fn identification_entry(
     let protocol = format!(
         "identification, {n_way}-way {k}-shot: {trials} seeded trials; each picks {n_way} of the {eligible} test writers \
          with more than {k} genuine signatures, enrols {k} genuine signatures of each, and classifies one held-out \
-         genuine signature of one of them by the highest mean int8 similarity (KNN over the enrolled templates)",
+         genuine signature of one of them by the highest score (nearest enrolled template)",
         k = task.k_shot,
         trials = options.trials,
     );

@@ -1,8 +1,8 @@
 //! The evaluation protocol, written once: the trainer (burn) and the device (tract, ort) run
 //! the same code through [`Embedder`], so their figures differ only by the runtime.
 //!
-//! Scores use the gallery's own rule (int8 templates, mean similarity to the enrolled
-//! references), so what is measured here is what the kiosk decides with.
+//! Scores use the gallery's own rule (int8 templates, similarity to the nearest enrolled
+//! reference), so what is measured here is what the kiosk decides with.
 
 use rand::SeedableRng;
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::splits::WriterSplit;
 use crate::dataset::{Dataset, Label, Sample, Unreadable};
-use crate::gallery::{Template, mean_similarity};
+use crate::gallery::{Template, writer_score};
 use crate::manifest::Calibration;
 use crate::metrics::{self, Eer, OperatingPoint};
 use crate::preprocess::{PreprocessConfig, Preprocessed};
@@ -81,20 +81,20 @@ pub fn verification_scores(samples: &[EmbeddedSample], references: usize, seed: 
         let enrolled: Vec<Template> = genuine[..references].iter().map(|s| s.template).collect();
         out.writers += 1;
         for probe in &genuine[references..] {
-            out.genuine.push(mean_similarity(&enrolled, &probe.template));
+            out.genuine.push(writer_score(&enrolled, &probe.template));
             out.genuine_max_reference.push(crate::gallery::max_similarity(&enrolled, &probe.template));
         }
         for (i, a) in genuine.iter().enumerate() {
             for b in &genuine[i + 1..] {
-                let s = mean_similarity(std::slice::from_ref(&a.template), &b.template);
+                let s = a.template.similarity(&b.template);
                 out.max_genuine_pair_similarity = out.max_genuine_pair_similarity.max(s);
             }
         }
         for s in samples.iter().filter(|s| s.writer == writer && s.label == Label::Forged) {
-            out.skilled.push(mean_similarity(&enrolled, &s.template));
+            out.skilled.push(writer_score(&enrolled, &s.template));
         }
         for s in samples.iter().filter(|s| s.writer != writer && s.label == Label::Genuine) {
-            out.random.push(mean_similarity(&enrolled, &s.template));
+            out.random.push(writer_score(&enrolled, &s.template));
         }
     }
     out
@@ -197,7 +197,7 @@ pub fn verification_metrics(
 
 /// N-way K-shot identification accuracy by the gallery's rule: for each trial, pick `n_way`
 /// writers with more than `k_shot` genuine samples, enrol `k_shot` of each, and classify one
-/// held-out genuine sample of one of them by the highest mean similarity.
+/// held-out genuine sample of one of them by the highest score (nearest reference).
 pub fn identification_accuracy(
     samples: &[EmbeddedSample],
     n_way: usize,
@@ -238,7 +238,7 @@ pub fn identification_accuracy(
         let best = galleries
             .iter()
             .enumerate()
-            .map(|(i, g)| (i, mean_similarity(g, &query)))
+            .map(|(i, g)| (i, writer_score(g, &query)))
             .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
             .map(|(i, _)| i);
         if best == Some(truth) {
@@ -258,7 +258,7 @@ pub fn one_shot_accuracy(training: &[Template], test: &[Template], answers: &[us
             let best = training
                 .iter()
                 .enumerate()
-                .map(|(i, t)| (i, mean_similarity(std::slice::from_ref(t), probe)))
+                .map(|(i, t)| (i, t.similarity(probe)))
                 .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
                 .map(|(i, _)| i);
             best == Some(answer)

@@ -3,7 +3,8 @@
 //! Trains K models on writer-disjoint folds ([`k_fold`]: fold i tests on the i-th slice of the
 //! writers, validates on part of the rest, trains on the others), measures each on its own test
 //! writers with thresholds from its own validation writers, and reports mean ± std. Each fold is
-//! a full training run, so this is a command for offline runs, not for tests.
+//! a full training run, so this is a command for offline runs, not for tests. Run again with the
+//! same options, it resumes each fold's run where it stopped (finished folds are only re-scored).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::{RunInfo, checkpoint_of, evaluate, load_data};
 use crate::eval::EvalArgs;
-use crate::train::{BurnEmbedder, TrainingConfig, train};
+use crate::train::{BurnEmbedder, TrainingConfig, resolve_checkpoint, train};
 
 /// What to train and where.
 #[derive(Debug, Clone)]
@@ -110,14 +111,28 @@ pub fn run_kfold(data: &[PathBuf], options: &KFoldOptions, device: &Device) -> R
             split.validation.len(),
             split.test.len()
         );
-        RunInfo {
-            data: data.to_vec(),
-            dataset: dataset.name.clone(),
-            content_hash: dataset.content_hash.clone(),
-            split: split.clone(),
+        // A fold directory that already holds a run of this split (an interrupted or finished
+        // k-fold run) is resumed: `train` refuses another configuration or other data, and a
+        // finished run resumes to nothing, so a k-fold run can be re-scored without retraining.
+        let resume = resolve_checkpoint(&run_dir.join("last")).is_some();
+        if resume {
+            let saved = RunInfo::load(&run_dir)?;
+            ensure!(
+                saved.split == *split,
+                "{} holds a run on another split of the writers: choose another --kfold-out",
+                run_dir.display()
+            );
+            eprintln!("fold {}: resuming the run in {}", i + 1, run_dir.display());
+        } else {
+            RunInfo {
+                data: data.to_vec(),
+                dataset: dataset.name.clone(),
+                content_hash: dataset.content_hash.clone(),
+                split: split.clone(),
+            }
+            .save(&run_dir)?;
         }
-        .save(&run_dir)?;
-        let outcome = train(&options.config, &dataset, split, &run_dir, device, false)
+        let outcome = train(&options.config, &dataset, split, &run_dir, device, resume)
             .with_context(|| format!("training fold {}", i + 1))?;
         let mut embedder = BurnEmbedder::from_checkpoint(&checkpoint_of(&run_dir), device)?;
         let label = format!("fold {}: testing", i + 1);

@@ -450,7 +450,11 @@ pub fn train_on_cache(
     let mut stopped = StopReason::Completed;
     let best_available = |state: &TrainingState| state.best_epoch.is_some() && resolve_checkpoint(&best_dir).is_some();
 
-    'epochs: while state.epoch < config.epochs {
+    // A run that stopped early resumes to nothing, like a finished one.
+    if config.patience > 0 && state.best_epoch.is_some() && state.epochs_since_improvement >= config.patience {
+        stopped = StopReason::EarlyStopped;
+    }
+    'epochs: while state.epoch < config.epochs && stopped == StopReason::Completed {
         let epoch = state.epoch;
         let progress = progress_bar(config.steps_per_epoch as u64, epoch + 1, config.epochs);
         progress.set_position(state.step_in_epoch as u64);
@@ -1148,6 +1152,19 @@ mod tests {
         let again =
             train_on_cache(&faster, &cache, &split, "fixture", dir.path(), &device, true, &|_| false).expect("resumes");
         assert_eq!((again.epochs_completed, again.history.len()), (1, 0));
+    }
+
+    #[test]
+    fn an_early_stopped_run_resumes_to_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = tiny_config().with_epochs(8).with_patience(1);
+        let first = run(&config, dir.path(), false, &|_| false);
+        assert_eq!(first.stopped, StopReason::EarlyStopped, "the fixture stops improving within 8 epochs");
+        assert!(first.epochs_completed < 8);
+        let again = run(&config, dir.path(), true, &|_| false);
+        assert_eq!(again.stopped, StopReason::EarlyStopped);
+        assert_eq!((again.epochs_completed, again.history.len()), (first.epochs_completed, 0));
+        assert_eq!(again.best_epoch, first.best_epoch);
     }
 
     #[test]

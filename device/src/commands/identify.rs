@@ -1,6 +1,6 @@
 //! `autograph identify`: which enrolled writers is this signature closest to?
 //!
-//! Ranks every writer by the gallery's KNN rule (mean similarity to the writer's references,
+//! Ranks every writer by the gallery's KNN rule (similarity to the writer's nearest reference,
 //! ties by id). "Found" means the best match reaches the threshold, by default the one
 //! calibrated against random forgeries: identification tells writers apart.
 

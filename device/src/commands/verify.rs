@@ -1,6 +1,6 @@
 //! `autograph verify`: is this signature by the claimed writer?
 //!
-//! The score is the gallery's rule (mean similarity to the writer's references), compared with
+//! The score is the gallery's rule (similarity to the writer's nearest reference), compared with
 //! a threshold calibrated on validation writers. Before any decision the replay guard runs: a
 //! probe that is a copy of a reference is reported as a possible replay, never accepted.
 
@@ -45,7 +45,7 @@ pub struct VerifyJson {
     pub image: PathBuf,
     pub decision: Decision,
     pub accepted: bool,
-    /// Mean similarity to the writer's references; `null` when not enrolled.
+    /// Similarity to the writer's nearest reference; `null` when not enrolled.
     pub score: Option<f32>,
     pub threshold: f32,
     pub operating_point: OperatingPoint,

@@ -341,7 +341,7 @@ pub fn histogram(path: &Path, scores: &VerificationScores, thresholds: &Threshol
             .map_err(err)?;
         chart
             .configure_mesh()
-            .x_desc("score (mean int8 similarity to the references)")
+            .x_desc("score (int8 similarity to the nearest reference)")
             .y_desc("density")
             .label_style((FONT, 13))
             .light_line_style(WHITE)
