@@ -136,6 +136,11 @@ struct TrainArgs {
     /// Continue from the run's last checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Start from the embedding weights of another run (its directory or a checkpoint) instead
+    /// of random ones, e.g. pre-trained on Omniglot, then fine-tuned here. Same channels and
+    /// embedding size; the input size may differ.
+    #[arg(long, value_name = "RUN")]
+    init_from: Option<PathBuf>,
     /// Training device.
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceKind,
@@ -339,6 +344,9 @@ fn training_config(args: &TrainArgs) -> Result<TrainingConfig> {
     }
     if args.no_augment {
         config.augment = false;
+    }
+    if let Some(from) = &args.init_from {
+        config.init_from = Some(from.clone());
     }
     config.seed = args.seed;
     config.validate()?;

@@ -148,6 +148,12 @@ pub struct TrainingConfig {
     /// Images per forward pass when embedding for validation.
     #[config(default = 64)]
     pub eval_batch_size: usize,
+    /// Start from the embedding weights of this run (a run directory or checkpoint) instead of
+    /// random ones: pre-train on another data set, then fine-tune. Its channels and embedding
+    /// size must match this run's; its input size may differ (the network ends in global
+    /// average pooling).
+    #[config(default = "None")]
+    pub init_from: Option<PathBuf>,
     /// Threads that preprocess the data set (0 = all cores).
     #[config(default = 0)]
     pub load_threads: usize,
@@ -439,7 +445,10 @@ pub fn train_on_cache(
             fs::remove_file(&metrics_path)?;
         }
         train_device.seed(config.seed);
-        let model = config.model.init_siamese_seeded(&train_device, derive_seed(config.seed, STREAM_INIT, 0))?;
+        let mut model = config.model.init_siamese_seeded(&train_device, derive_seed(config.seed, STREAM_INIT, 0))?;
+        if let Some(from) = &config.init_from {
+            model.embedding = pretrained_embedding(from, &config.model, &train_device)?;
+        }
         let state = TrainingState { dataset_hash: dataset_hash.to_string(), ..Default::default() };
         (model, new_optimizer(config), state)
     };
@@ -829,6 +838,28 @@ fn load_training_checkpoint(
 }
 
 /// Loads a checkpoint's embedding network for inference (validation mode) on `device`.
+/// The embedding weights of another run, for a run that starts from them (`init_from`).
+fn pretrained_embedding(from: &Path, model: &ModelConfig, device: &Device) -> Result<EmbeddingNet> {
+    let dir = resolve_checkpoint(&crate::bundle::checkpoint_of(from))
+        .with_context(|| format!("{} holds no complete checkpoint to start from", from.display()))?;
+    let saved = ModelConfig::load(dir.join(MODEL_CONFIG_FILE))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(MODEL_CONFIG_FILE).display()))?;
+    ensure!(
+        saved.channels == model.channels && saved.embedding_dim == model.embedding_dim,
+        "{}: its network (channels {:?}, embedding {}) differs from this run's (channels {:?}, embedding {}); \
+         only the input size may differ",
+        dir.display(),
+        saved.channels,
+        saved.embedding_dim,
+        model.channels,
+        model.embedding_dim
+    );
+    model
+        .init(device)?
+        .try_load_file(dir.join(EMBEDDING_FILE))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(EMBEDDING_FILE).display()))
+}
+
 pub fn load_model(checkpoint_dir: &Path, device: &Device) -> Result<(EmbeddingNet, ModelConfig)> {
     let dir = resolve_checkpoint(checkpoint_dir)
         .with_context(|| format!("{} holds no complete checkpoint", checkpoint_dir.display()))?;
@@ -1152,6 +1183,39 @@ mod tests {
         let again =
             train_on_cache(&faster, &cache, &split, "fixture", dir.path(), &device, true, &|_| false).expect("resumes");
         assert_eq!((again.epochs_completed, again.history.len()), (1, 0));
+    }
+
+    /// Embeddings of a fixed batch through the checkpoint at `dir`.
+    fn outputs_of(dir: &Path) -> Vec<f32> {
+        let (net, _) = load_model(dir, &Device::flex()).expect("checkpoint");
+        let input = Tensor::<4>::ones([2, 1, H, W], &Device::flex()).mul_scalar(0.3);
+        net.forward(input).into_data().to_vec::<f32>().expect("f32")
+    }
+
+    #[test]
+    fn a_run_can_start_from_another_runs_weights() {
+        let pre = tempfile::tempdir().expect("tempdir");
+        run(&tiny_config().with_epochs(1).with_steps_per_epoch(2), pre.path(), false, &|_| false);
+        // Stopped before its first step, a run's checkpoint holds the weights it started from.
+        let tuned = tempfile::tempdir().expect("tempdir");
+        let config = tiny_config().with_init_from(Some(pre.path().to_path_buf()));
+        assert_eq!(run(&config, tuned.path(), false, &|_| true).stopped, StopReason::Interrupted);
+        let fresh = tempfile::tempdir().expect("tempdir");
+        run(&tiny_config(), fresh.path(), false, &|_| true);
+
+        let pretrained = outputs_of(&crate::bundle::checkpoint_of(pre.path()));
+        assert_eq!(outputs_of(&tuned.path().join("last")), pretrained);
+        assert_ne!(outputs_of(&fresh.path().join("last")), pretrained);
+
+        // Another network shape is refused, naming the checkpoint.
+        let (cache, split) = fixture();
+        let other = tiny_config()
+            .with_model(ModelConfig::new().with_height(H).with_width(W).with_channels(vec![8, 16, 16]))
+            .with_init_from(Some(pre.path().to_path_buf()));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = train_on_cache(&other, &cache, &split, "fixture", dir.path(), &Device::flex(), false, &|_| false)
+            .expect_err("channels differ");
+        assert!(format!("{err:#}").contains("differs from this run's"), "{err:#}");
     }
 
     #[test]
