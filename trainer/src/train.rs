@@ -1189,7 +1189,7 @@ mod tests {
     fn outputs_of(dir: &Path) -> Vec<f32> {
         let (net, _) = load_model(dir, &Device::flex()).expect("checkpoint");
         let input = Tensor::<4>::ones([2, 1, H, W], &Device::flex()).mul_scalar(0.3);
-        net.forward(input).into_data().to_vec::<f32>().expect("f32")
+        net.forward(input).into_data().try_to_vec::<f32>().expect("f32")
     }
 
     #[test]
