@@ -80,6 +80,11 @@ fn torch_seconds_per_step(net: &Net) -> Result<f64, String> {
 }
 
 fn main() {
+    // SAFETY: first thing in main, before any other thread exists.
+    #[allow(unsafe_code)]
+    unsafe {
+        autograph_trainer::keep_freed_memory();
+    }
     let nets = [
         Net { label: "default 16-32-64-128 @ 64x128", height: 64, width: 128, channels: vec![16, 32, 64, 128] },
         Net { label: "prototype 32-64-128-128 @ 96x192", height: 96, width: 192, channels: vec![32, 64, 128, 128] },

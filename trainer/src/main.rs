@@ -197,6 +197,11 @@ struct FetchArgs {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: first thing in main, before any other thread exists.
+    #[allow(unsafe_code)]
+    unsafe {
+        autograph_trainer::keep_freed_memory();
+    }
     init_logging();
     let cli = Cli::parse();
     match run(cli) {
