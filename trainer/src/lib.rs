@@ -46,3 +46,19 @@ pub unsafe fn keep_freed_memory() {
     // is running, so nothing reads the option concurrently.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The index names the option we mean: mimalloc v3's purge_delay defaults to 1000 ms, and no
+    /// neighbouring option has that default.
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_purge_delay_index_is_mimallocs() {
+        // SAFETY: reads one allocator option; no test sets options.
+        let value = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        let overridden = std::env::var_os("MIMALLOC_PURGE_DELAY").is_some();
+        assert!(value == 1000 || overridden, "option {MI_OPTION_PURGE_DELAY} is {value}, not purge_delay's 1000");
+    }
+}
