@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::{RunInfo, checkpoint_of, evaluate, load_data};
 use crate::eval::EvalArgs;
-use crate::train::{BurnEmbedder, TrainingConfig, resolve_checkpoint, train};
+use crate::train::{BurnEmbedder, TrainingConfig, percent, resolve_checkpoint, train};
 
 /// What to train and where.
 #[derive(Debug, Clone)]
@@ -137,6 +137,14 @@ pub fn run_kfold(data: &[PathBuf], options: &KFoldOptions, device: &Device) -> R
         let mut embedder = BurnEmbedder::from_checkpoint(&checkpoint_of(&run_dir), device)?;
         let label = format!("fold {}: testing", i + 1);
         let evaluation = evaluate(&mut embedder, &dataset, split, &options.config.preprocess, references, &label)?;
+        // Each fold's figures as soon as they exist: a k-fold run takes hours.
+        eprintln!(
+            "fold {}: test EER skilled {}, random {} (R={references}, best epoch {})",
+            i + 1,
+            percent(evaluation.test.skilled.map(|m| m.eer)),
+            percent(evaluation.test.random.map(|m| m.eer)),
+            outcome.best_epoch.map_or_else(|| "-".into(), |e| e.to_string())
+        );
         folds.push(FoldResult {
             fold: i + 1,
             train_writers: split.train.len(),

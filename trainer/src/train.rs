@@ -582,7 +582,7 @@ pub fn train_on_cache(
     })
 }
 
-fn percent(value: Option<f64>) -> String {
+pub(crate) fn percent(value: Option<f64>) -> String {
     value.map_or_else(|| "n/a".to_string(), |v| format!("{:.2}%", v * 100.0))
 }
 
