@@ -43,8 +43,11 @@ pub fn verify(
     let Some(writer) = gallery.get(user) else {
         return Verification { decision: Decision::NotEnrolled, score: None, references: 0, replay: None };
     };
-    let score = writer.score(probe);
     let replay = replay::check(writer.templates(), probe, replay_similarity);
+    // The gallery's score is the nearest reference's similarity, which the guard has just
+    // computed: the verify path takes it once.
+    let score = replay.max_reference_similarity;
+    debug_assert_eq!(score.to_bits(), writer.score(probe).to_bits(), "the gallery's rule changed");
     let decision = if replay.possible_replay {
         Decision::PossibleReplay
     } else if score >= threshold {
@@ -58,15 +61,7 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use autograph_shared::gallery::EMBEDDING_DIM;
-
-    /// A unit template mostly along `axis`, tilted towards the next axis by `tilt`.
-    fn tpl(axis: usize, tilt: f32) -> Template {
-        let mut v = vec![0.0f32; EMBEDDING_DIM];
-        v[axis] = 1.0;
-        v[axis + 1] = tilt;
-        Template::from_embedding(&v).expect("template")
-    }
+    use crate::replay::tests::tpl;
 
     #[test]
     fn replay_guard_comes_before_the_threshold() {

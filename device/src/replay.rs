@@ -36,14 +36,15 @@ pub fn check(references: &[Template], probe: &Template, replay_similarity: f32) 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use autograph_shared::gallery::EMBEDDING_DIM;
 
-    fn tpl(axis: usize, jitter: f32) -> Template {
+    /// A unit template mostly along `axis`, tilted towards the next axis by `tilt`.
+    pub(crate) fn tpl(axis: usize, tilt: f32) -> Template {
         let mut v = vec![0.0f32; EMBEDDING_DIM];
         v[axis] = 1.0;
-        v[axis + 1] = jitter;
+        v[axis + 1] = tilt;
         Template::from_embedding(&v).expect("template")
     }
 

@@ -840,10 +840,8 @@ fn load_training_checkpoint(
 /// Loads a checkpoint's embedding network for inference (validation mode) on `device`.
 /// The embedding weights of another run, for a run that starts from them (`init_from`).
 fn pretrained_embedding(from: &Path, model: &ModelConfig, device: &Device) -> Result<EmbeddingNet> {
-    let dir = resolve_checkpoint(&crate::bundle::checkpoint_of(from))
-        .with_context(|| format!("{} holds no complete checkpoint to start from", from.display()))?;
-    let saved = ModelConfig::load(dir.join(MODEL_CONFIG_FILE))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(MODEL_CONFIG_FILE).display()))?;
+    let (dir, saved) = saved_network(&crate::bundle::checkpoint_of(from))
+        .with_context(|| format!("cannot start from {}", from.display()))?;
     ensure!(
         saved.channels == model.channels && saved.embedding_dim == model.embedding_dim,
         "{}: its network (channels {:?}, embedding {}) differs from this run's (channels {:?}, embedding {}); \
@@ -854,21 +852,29 @@ fn pretrained_embedding(from: &Path, model: &ModelConfig, device: &Device) -> Re
         model.channels,
         model.embedding_dim
     );
-    model
+    load_embedding(model, &dir, device)
+}
+
+/// The complete checkpoint at `checkpoint_dir` and the network configuration saved in it.
+fn saved_network(checkpoint_dir: &Path) -> Result<(PathBuf, ModelConfig)> {
+    let dir = resolve_checkpoint(checkpoint_dir)
+        .with_context(|| format!("{} holds no complete checkpoint", checkpoint_dir.display()))?;
+    let config = ModelConfig::load(dir.join(MODEL_CONFIG_FILE))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(MODEL_CONFIG_FILE).display()))?;
+    Ok((dir, config))
+}
+
+/// `config`'s network with the embedding weights saved in checkpoint `dir`.
+fn load_embedding(config: &ModelConfig, dir: &Path, device: &Device) -> Result<EmbeddingNet> {
+    config
         .init(device)?
         .try_load_file(dir.join(EMBEDDING_FILE))
         .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(EMBEDDING_FILE).display()))
 }
 
 pub fn load_model(checkpoint_dir: &Path, device: &Device) -> Result<(EmbeddingNet, ModelConfig)> {
-    let dir = resolve_checkpoint(checkpoint_dir)
-        .with_context(|| format!("{} holds no complete checkpoint", checkpoint_dir.display()))?;
-    let config = ModelConfig::load(dir.join(MODEL_CONFIG_FILE))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(MODEL_CONFIG_FILE).display()))?;
-    let model = config
-        .init(device)?
-        .try_load_file(dir.join(EMBEDDING_FILE))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(EMBEDDING_FILE).display()))?;
+    let (dir, config) = saved_network(checkpoint_dir)?;
+    let model = load_embedding(&config, &dir, device)?;
     Ok((model.valid(), config))
 }
 

@@ -16,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use autograph_shared::gallery::Template;
 use autograph_shared::manifest::Precision;
+use autograph_shared::preprocess::Preprocessed;
 use serde::Serialize;
 
 use crate::engine::{Bundle, Engine, EngineOptions, Runtime};
@@ -116,16 +117,21 @@ impl RuntimeArgs {
     }
 }
 
-/// Preprocesses and embeds one image file (an unusable image is rejected naming the file).
+/// Preprocesses one image file (an unusable image is rejected naming the file).
+fn preprocess_file(engine: &Engine, path: &Path) -> Result<Preprocessed, CommandError> {
+    engine.preprocess_file(path).map_err(|e| CommandError::Image(RejectedImage::new(path, &e)))
+}
+
+/// Preprocesses and embeds one image file.
 pub(crate) fn embedding_of(engine: &mut Engine, path: &Path) -> Result<Vec<f32>, CommandError> {
-    let image = engine.preprocess_file(path).map_err(|e| CommandError::Image(RejectedImage::new(path, &e)))?;
+    let image = preprocess_file(engine, path)?;
     Ok(engine.embed_one(&image)?)
 }
 
 /// Preprocesses and embeds one image file into a template.
 pub(crate) fn template_of(engine: &mut Engine, path: &Path) -> Result<Template, CommandError> {
-    let embedding = embedding_of(engine, path)?;
-    Ok(Template::from_embedding(&embedding).map_err(crate::engine::EngineError::from)?)
+    let image = preprocess_file(engine, path)?;
+    Ok(engine.template(&image)?)
 }
 
 /// Unix seconds now (0 if the clock is before 1970).
