@@ -1,10 +1,22 @@
 //! The verification rule, in one place for `autograph verify` and the kiosk: the replay guard
-//! first (a copy of an enrolled reference is never accepted), then the writer's score against
-//! the operating point's threshold.
+//! first (a copy of an enrolled reference is never accepted; it uses the raw nearest-reference
+//! similarity), then the writer's score under the bundle's rule against that rule's threshold.
+//!
+//! The rule is the bundle's ([`Policy::resolve`]): the nearest-reference similarity for bundles
+//! without a cohort, else the manifest's writer-adaptive rule (a per-writer normalised score or
+//! the writer's classifier, [`autograph_shared::adaptive`]). A writer enrolled without a writer
+//! model (before the bundle had a cohort) is decided by the nearest rule with the nearest
+//! rule's threshold, and the [`Verification`] says so.
 
+use std::sync::Arc;
+
+use autograph_shared::adaptive::{Cohort, DecisionRule};
 use autograph_shared::gallery::{KioskGallery, Template};
+use autograph_shared::manifest::Precision;
 use serde::Serialize;
 
+use crate::commands::{Against, CommandError, OperatingPoint, OperatingPointArgs};
+use crate::engine::{Bundle, rule_name};
 use crate::replay::{self, ReplayCheck};
 
 /// The outcome of a verification.
@@ -21,64 +33,212 @@ pub enum Decision {
     NotEnrolled,
 }
 
+/// How verification decides with one bundle, model precision and operating point.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The bundle's rule at this precision.
+    pub rule: DecisionRule,
+    /// The threshold of `rule`'s score.
+    pub point: OperatingPoint,
+    /// The threshold of the nearest rule (the model file's calibration), for writers without a
+    /// writer model; equal to `point` when `rule` is the nearest rule.
+    pub nearest_point: OperatingPoint,
+    /// The replay guard's limit on the nearest-reference similarity.
+    pub replay_similarity: f32,
+    /// The bundle's cohort (t-normalisation needs it at verification).
+    pub cohort: Option<Arc<Cohort>>,
+    /// Why the bundle's adaptive rule is not used at this precision, when it is not.
+    pub note: Option<String>,
+}
+
+impl Policy {
+    /// The bundle's rule at `precision`, with thresholds picked by `args` (`default`: the
+    /// calibration used when `--against` is not given).
+    pub fn resolve(
+        bundle: &Bundle,
+        precision: Precision,
+        args: &OperatingPointArgs,
+        default: Against,
+    ) -> Result<Self, CommandError> {
+        let calibration = bundle.rule_calibration(precision)?;
+        let nearest_point = args.resolve(&calibration.nearest.thresholds, default)?;
+        let point = if calibration.rule == DecisionRule::Nearest {
+            nearest_point
+        } else {
+            args.resolve(&calibration.thresholds, default)?
+        };
+        Ok(Self {
+            rule: calibration.rule,
+            point,
+            nearest_point,
+            replay_similarity: calibration.nearest.replay_similarity,
+            cohort: bundle.cohort_arc(),
+            note: calibration.note,
+        })
+    }
+
+    /// The nearest rule alone (no cohort), at `point`.
+    pub fn nearest(point: OperatingPoint, replay_similarity: f32) -> Self {
+        Self { rule: DecisionRule::Nearest, point, nearest_point: point, replay_similarity, cohort: None, note: None }
+    }
+
+    pub fn cohort(&self) -> Option<&Cohort> {
+        self.cohort.as_deref()
+    }
+}
+
 /// A decision with what it rests on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Verification {
     pub decision: Decision,
-    /// The writer's score for the probe (`None` when not enrolled).
+    /// Cosine similarity to the writer's nearest reference (`None` when not enrolled).
+    pub similarity: Option<f32>,
+    /// The score of `rule` (the similarity under the nearest rule; `None` when not enrolled).
     pub score: Option<f32>,
+    /// The rule the decision was made by: the policy's, or the nearest rule as a fallback.
+    pub rule: DecisionRule,
+    /// The threshold `score` was compared with.
+    pub point: OperatingPoint,
+    /// Why the policy's rule was not used, when it was not.
+    pub fallback: Option<String>,
     /// References the writer has.
     pub references: usize,
     pub replay: Option<ReplayCheck>,
 }
 
 /// Is `probe` by `user`?
-pub fn verify(
-    gallery: &KioskGallery,
-    user: &str,
-    probe: &Template,
-    threshold: f32,
-    replay_similarity: f32,
-) -> Verification {
+pub fn verify(gallery: &KioskGallery, user: &str, probe: &Template, policy: &Policy) -> Verification {
     let Some(writer) = gallery.get(user) else {
-        return Verification { decision: Decision::NotEnrolled, score: None, references: 0, replay: None };
+        return Verification {
+            decision: Decision::NotEnrolled,
+            similarity: None,
+            score: None,
+            rule: policy.rule,
+            point: policy.point,
+            fallback: policy.note.clone(),
+            references: 0,
+            replay: None,
+        };
     };
-    let replay = replay::check(writer.templates(), probe, replay_similarity);
-    // The gallery's score is the nearest reference's similarity, which the guard has just
+    let replay = replay::check(writer.templates(), probe, policy.replay_similarity);
+    // The nearest rule's score is the nearest reference's similarity, which the guard has just
     // computed: the verify path takes it once.
-    let score = replay.max_reference_similarity;
-    debug_assert_eq!(score.to_bits(), writer.score(probe).to_bits(), "the gallery's rule changed");
+    let similarity = replay.max_reference_similarity;
+    debug_assert_eq!(similarity.to_bits(), writer.score(probe).to_bits(), "the gallery's rule changed");
+    let (rule, score) = if policy.rule == DecisionRule::Nearest {
+        (DecisionRule::Nearest, similarity)
+    } else {
+        let scored = writer.score_with(policy.rule, probe, policy.cohort());
+        (scored.rule, scored.score)
+    };
+    let (point, fallback) = if rule == policy.rule {
+        (policy.point, policy.note.clone())
+    } else {
+        let why = if writer.model().is_none() {
+            format!(
+                "{user:?} has no writer model (enrolled before the bundle had a cohort), so the nearest rule \
+                 decided instead of the {} rule; `autograph gallery refit` fits it",
+                rule_name(policy.rule)
+            )
+        } else {
+            format!("no cohort to score the {} rule with; the nearest rule decided", rule_name(policy.rule))
+        };
+        (policy.nearest_point, Some(why))
+    };
+    // A NaN score passes no threshold.
     let decision = if replay.possible_replay {
         Decision::PossibleReplay
-    } else if score >= threshold {
+    } else if score >= point.threshold {
         Decision::Accepted
     } else {
         Decision::Rejected
     };
-    Verification { decision, score: Some(score), references: writer.templates().len(), replay: Some(replay) }
+    Verification {
+        decision,
+        similarity: Some(similarity),
+        score: Some(score),
+        rule,
+        point,
+        fallback,
+        references: writer.templates().len(),
+        replay: Some(replay),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::Point;
     use crate::replay::tests::tpl;
+    use autograph_shared::adaptive::{AdaptiveConfig, WriterModel};
+
+    fn manual(threshold: f32) -> OperatingPoint {
+        OperatingPoint { against: None, point: Point::Manual, threshold }
+    }
 
     #[test]
     fn replay_guard_comes_before_the_threshold() {
         let mut gallery = KioskGallery::new_boxed();
         gallery.enroll("ada", &[tpl(0, 0.2), tpl(0, 0.5)], 1, false).expect("enrol");
+        let policy = Policy::nearest(manual(0.5), 0.999);
 
-        let copy = verify(&gallery, "ada", &tpl(0, 0.2), 0.5, 0.999);
+        let copy = verify(&gallery, "ada", &tpl(0, 0.2), &policy);
         assert_eq!(copy.decision, Decision::PossibleReplay, "a copy scores high but is never accepted");
         assert!(copy.score.is_some_and(|s| s >= 0.5));
 
-        let fresh = verify(&gallery, "ada", &tpl(0, 0.35), 0.5, 0.999);
+        let fresh = verify(&gallery, "ada", &tpl(0, 0.35), &policy);
         assert_eq!((fresh.decision, fresh.references), (Decision::Accepted, 2));
+        assert_eq!((fresh.rule, fresh.score, fresh.fallback), (DecisionRule::Nearest, fresh.similarity, None));
 
-        let other = verify(&gallery, "ada", &tpl(20, 0.0), 0.5, 0.999);
+        let other = verify(&gallery, "ada", &tpl(20, 0.0), &policy);
         assert_eq!(other.decision, Decision::Rejected);
 
-        let nobody = verify(&gallery, "bob", &tpl(0, 0.35), 0.5, 0.999);
+        let nobody = verify(&gallery, "bob", &tpl(0, 0.35), &policy);
         assert_eq!((nobody.decision, nobody.score, nobody.references), (Decision::NotEnrolled, None, 0));
+    }
+
+    #[test]
+    fn adaptive_rule_with_fallback_for_writers_without_a_model() {
+        let cohort = Cohort::new((30..90).map(|a| tpl(a, 0.3)).collect()).expect("cohort");
+        let config = AdaptiveConfig::default();
+        let mut gallery = KioskGallery::new_boxed();
+        let refs = [tpl(0, 0.2), tpl(0, 0.5), tpl(0, 0.8)];
+        gallery.enroll_fitted("ada", &refs, 1, false, Some(&cohort), &config).expect("enrol");
+        gallery.enroll("bob", &[tpl(10, 0.2), tpl(10, 0.5)], 1, false).expect("enrol");
+        let policy = Policy {
+            rule: DecisionRule::Classifier,
+            point: manual(0.0),
+            nearest_point: manual(0.6),
+            replay_similarity: 0.999,
+            cohort: Some(Arc::new(cohort.clone())),
+            note: None,
+        };
+
+        // Ada has a model: her classifier decides, against the classifier's threshold.
+        let genuine = verify(&gallery, "ada", &tpl(0, 0.35), &policy);
+        let model = WriterModel::fit(&refs, &cohort, &config).expect("fit");
+        assert_eq!(genuine.rule, DecisionRule::Classifier);
+        assert_eq!(genuine.score, Some(model.classifier_score(&tpl(0, 0.35))));
+        assert!(genuine.similarity.is_some_and(|s| s > 0.9));
+        assert_eq!((genuine.decision, genuine.point.threshold, genuine.fallback), (Decision::Accepted, 0.0, None));
+        let impostor = verify(&gallery, "ada", &tpl(40, 0.0), &policy);
+        assert_eq!(impostor.decision, Decision::Rejected);
+        // The replay guard still comes first, on the raw similarity.
+        assert_eq!(verify(&gallery, "ada", &refs[1], &policy).decision, Decision::PossibleReplay);
+
+        // Bob has none: the nearest rule and its threshold, and the reason.
+        let bob = verify(&gallery, "bob", &tpl(10, 0.35), &policy);
+        assert_eq!((bob.rule, bob.score, bob.point.threshold), (DecisionRule::Nearest, bob.similarity, 0.6));
+        assert!(bob.fallback.as_deref().is_some_and(|f| f.contains("refit")), "{bob:?}");
+        assert_eq!(bob.decision, Decision::Accepted);
+
+        // The normalised rule needs the cohort at verification; without it, nearest.
+        let normalised = Policy { rule: DecisionRule::Normalised, ..policy.clone() };
+        let scored = verify(&gallery, "ada", &tpl(0, 0.35), &normalised);
+        assert_eq!(scored.rule, DecisionRule::Normalised);
+        let no_cohort = Policy { cohort: None, ..normalised };
+        let scored = verify(&gallery, "ada", &tpl(0, 0.35), &no_cohort);
+        assert_eq!(scored.rule, DecisionRule::Nearest);
+        assert!(scored.fallback.as_deref().is_some_and(|f| f.contains("no cohort")), "{scored:?}");
     }
 }

@@ -25,6 +25,13 @@ up to 1024 writers, and is tied to the bundle's model: a gallery from another bu
 refused. A signature's score is its similarity to the writer's nearest reference, compared with
 a threshold calibrated on validation writers (see --far, --against, --threshold).
 
+Writer-adaptive decisions: a bundle whose manifest has an \"adaptive\" section ships a cohort
+(cohort.bin: templates of training writers, hash-checked). Enrolment then also fits a small
+model per writer against it, and verify scores by the bundle's rule (a per-writer normalised
+score, or the writer's classifier) against that rule's threshold. Writers enrolled without a
+model are decided by the nearest rule until `autograph gallery refit` (or their next
+enrolment) fits one; verify --json reports the rule used.
+
 Exit status: 0 accepted / found / done; 1 rejected, possible replay, not found, or check
 failed; 2 error (bad arguments, unreadable or blank images, damaged bundle or gallery).";
 
@@ -41,16 +48,20 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Enrol 1-8 reference signatures of a writer (all images must be usable, or none is kept).
+    ///
+    /// With a bundle that has a cohort, the writer's model is fitted on their references in the
+    /// same atomic gallery update.
     Enroll(EnrollArgs),
     /// Decide whether a signature is by the claimed writer (exit 0 accepted, 1 rejected).
     ///
     /// A probe that is a copy of an enrolled reference is reported as a possible replay and
-    /// rejected.
+    /// rejected. The score is the bundle's rule's (see "rule" in --json); a writer without a
+    /// writer model is decided by the nearest rule (see `gallery refit`).
     Verify(VerifyArgs),
     /// Rank the enrolled writers by similarity to a signature (exit 0 if the best reaches the
     /// threshold).
     Identify(IdentifyArgs),
-    /// List, remove, export, import or check the gallery.
+    /// List, remove, export, import, check or refit the gallery.
     #[command(subcommand)]
     Gallery(GalleryCommand),
     /// Print the embedding and int8 template of each image (nothing is stored).
@@ -79,6 +90,7 @@ impl Command {
             Command::Gallery(GalleryCommand::Export { .. }) => "gallery export",
             Command::Gallery(GalleryCommand::Import { .. }) => "gallery import",
             Command::Gallery(GalleryCommand::Check(_)) => "gallery check",
+            Command::Gallery(GalleryCommand::Refit { .. }) => "gallery refit",
             Command::Embed(_) => "embed",
             Command::Bench(_) => "bench",
             Command::Capture(_) => "capture",

@@ -243,6 +243,7 @@ fn write_new_file(temp: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use autograph_shared::adaptive::{NormStats, WriterModel};
     use autograph_shared::gallery::{EMBEDDING_DIM, Template};
     use std::hash::{BuildHasher, RandomState};
     use std::io::{BufRead, BufReader};
@@ -265,6 +266,17 @@ mod tests {
                 Template::from_embedding(&e).expect("non-zero embedding")
             })
             .collect()
+    }
+
+    /// The writer model of writer `n`: every other writer has one (deterministic values, so a
+    /// loaded gallery can be compared bit for bit), as in a gallery enrolled partly before the
+    /// bundle had a cohort.
+    fn model_of(n: u32) -> Option<WriterModel> {
+        n.is_multiple_of(2).then(|| {
+            let weights = core::array::from_fn(|k| ((n as usize * 13 + k * 5) % 17) as f32 / 17.0 - 0.5);
+            let z = NormStats { mean: 0.1 + n as f32 * 1e-3, std: 0.05 };
+            WriterModel::from_parts(z, weights, n as f32 * 0.01).expect("valid model")
+        })
     }
 
     fn id_of(n: u32) -> String {
@@ -439,7 +451,8 @@ mod tests {
     }
 
     /// Helper process for [`kill_during_save_keeps_previous_gallery`]: enrols one writer after
-    /// another, forever, each in its own [`update`]. Does nothing unless started by that test.
+    /// another (every other one with a writer model), forever, each in its own [`update`]. Does
+    /// nothing unless started by that test.
     #[test]
     #[ignore = "helper process, started by kill_during_save_keeps_previous_gallery"]
     fn child_writer() {
@@ -453,7 +466,8 @@ mod tests {
                     let oldest = g.writers().next().map(|w| w.id().to_owned()).unwrap_or_default();
                     g.remove(&oldest);
                 }
-                g.enroll(&id_of(next), &templates_of(next), u64::from(next), false).map_err(StoreError::from)
+                g.enroll_with_model(&id_of(next), &templates_of(next), u64::from(next), false, model_of(next))
+                    .map_err(StoreError::from)
             })
             .expect("child update");
             if !announced {
@@ -465,7 +479,7 @@ mod tests {
     }
 
     /// Checks that the gallery is one of the states the child can produce: writers
-    /// `first..=last` with their exact templates. Returns `last + 1`.
+    /// `first..=last` with their exact templates and writer models. Returns `last + 1`.
     fn check_complete_state(path: &Path) -> u32 {
         let g = load(path, Some(&MODEL)).expect("after kill -9 the gallery must load");
         let numbers: Vec<u32> = g.writers().map(|w| number_of(w.id())).collect();
@@ -476,6 +490,7 @@ mod tests {
         for w in g.writers() {
             let n = number_of(w.id());
             assert_eq!(w.templates(), templates_of(n).as_slice(), "templates of {}", w.id());
+            assert_eq!(w.model(), model_of(n).as_ref(), "writer model of {}", w.id());
             assert_eq!(w.enrolled_at(), u64::from(n));
         }
         last + 1
@@ -520,6 +535,7 @@ mod tests {
             progress = next;
             interrupted += usize::from(!temp_files(dir.path()).is_empty());
         }
+        assert!(progress >= 2, "writers with and without a writer model were saved");
         // Shown with --nocapture: how often the kill landed inside a save.
         eprintln!(
             "{progress} writers enrolled; {interrupted} of 8 kills left a temporary file behind (killed inside a save)"

@@ -3,6 +3,7 @@
 //! ```text
 //! AUTOGRAPH_BENCH_BUNDLE=/tmp/signet cargo test -p autograph-device --test bench_bundle -- --ignored
 //! autograph bench --bundle /tmp/signet
+//! AUTOGRAPH_ADAPTIVE_BUNDLE=/tmp/adaptive cargo test -p autograph-device --test bench_bundle -- --ignored
 //! ```
 //!
 //! The network has the shape of the prototype measured in STACK.md: 4 x [conv 3x3 (BatchNorm
@@ -132,4 +133,16 @@ fn write_test_bundle() {
         return;
     };
     common::write_bundle(std::path::Path::new(&dir), 1);
+}
+
+/// The tests' bundle with a cohort and the classifier rule, for `autograph bench` on the
+/// writer-adaptive path with a real cohort.
+#[test]
+#[ignore = "writes the tests' adaptive bundle to $AUTOGRAPH_ADAPTIVE_BUNDLE"]
+fn write_adaptive_test_bundle() {
+    let Some(dir) = std::env::var_os("AUTOGRAPH_ADAPTIVE_BUNDLE") else {
+        eprintln!("set AUTOGRAPH_ADAPTIVE_BUNDLE to the directory to write");
+        return;
+    };
+    common::write_adaptive_bundle(std::path::Path::new(&dir), 1, autograph_shared::adaptive::DecisionRule::Classifier);
 }

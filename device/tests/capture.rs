@@ -558,9 +558,13 @@ fn kiosk_headless_enrols_verifies_and_identifies() {
             "decision",
             "accepted",
             "score",
+            "similarity",
+            "rule",
+            "fallback",
             "threshold",
             "operating_point",
             "replay",
+            "writer_model",
             "templates_total",
             "writers",
             "signatures",
@@ -608,6 +612,9 @@ fn kiosk_headless_enrols_verifies_and_identifies() {
     assert!(matches!(decision.as_deref(), Some("accepted" | "rejected")), "{run:?}");
     assert_eq!(run.code, if decision.as_deref() == Some("accepted") { 0 } else { 1 });
     assert!(run.json()["score"].as_f64().is_some());
+    // A bundle without a cohort: the nearest rule, the score is the similarity.
+    assert_eq!((run.json()["rule"].as_str(), run.json()["fallback"].is_null()), (Some("nearest"), true));
+    assert_eq!(run.json()["score"], run.json()["similarity"]);
     assert_eq!(
         run.json()["threshold"].as_f64().map(|t| (t * 100.0).round()),
         Some(f64::from(common::SKILLED.eer * 100.0).round())

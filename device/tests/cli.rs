@@ -76,8 +76,21 @@ fn enroll_verify_identify_round_trip() {
         let j = run.json();
         assert_keys(
             &j,
-            &keys(&["command", "user", "outcome", "templates_added", "templates_total", "writers", "gallery"]),
+            &keys(&[
+                "command",
+                "user",
+                "outcome",
+                "templates_added",
+                "templates_total",
+                "writers",
+                "writer_model",
+                "writer_model_problem",
+                "writers_without_model",
+                "gallery",
+            ]),
         );
+        // This bundle has no cohort: no writer model, nothing wrong.
+        assert_eq!((j["writer_model"].as_bool(), j["writer_model_problem"].is_null()), (Some(false), true));
         assert_eq!((j["outcome"].as_str(), j["templates_added"].as_u64()), (Some("created"), Some(3)));
         assert_eq!(j["runtime"], "tract");
         assert_eq!(j["precision"], "f32");
@@ -99,7 +112,11 @@ fn enroll_verify_identify_round_trip() {
             "image",
             "decision",
             "accepted",
+            "similarity",
             "score",
+            "normalised",
+            "rule",
+            "fallback",
             "threshold",
             "operating_point",
             "references",
@@ -107,6 +124,9 @@ fn enroll_verify_identify_round_trip() {
         ]),
     );
     assert_eq!((j["decision"].as_str(), j["accepted"].as_bool()), (Some("accepted"), Some(true)));
+    // A bundle without a cohort decides by the nearest rule: the score is the similarity.
+    assert_eq!((j["rule"].as_str(), j["fallback"].is_null(), j["normalised"].is_null()), (Some("nearest"), true, true));
+    assert_eq!(j["score"], j["similarity"]);
     assert_keys(&j["operating_point"], &["against", "point", "threshold"]);
     assert_eq!(
         (j["operating_point"]["against"].as_str(), j["operating_point"]["point"].as_str()),
@@ -324,6 +344,8 @@ fn damaged_gallery_is_refused_and_left_untouched() {
             "model",
             "expected_model",
             "abnormal_templates",
+            "writers_without_model",
+            "refit_advised",
         ],
     );
     assert_eq!(j["ok"], false);
@@ -507,10 +529,22 @@ fn gallery_maintenance() {
     let run = k.run(&["gallery", "list"], &[]);
     assert_eq!(run.code, 0, "{run:?}");
     let j = run.json();
-    assert_keys(&j, &["command", "gallery", "writers", "templates", "writer_capacity", "template_capacity"]);
+    assert_keys(
+        &j,
+        &[
+            "command",
+            "gallery",
+            "writers",
+            "templates",
+            "writers_without_model",
+            "writer_capacity",
+            "template_capacity",
+        ],
+    );
     let writers = j["writers"].as_array().expect("writers");
     assert_eq!(writers.len(), 2);
-    assert_keys(&writers[0], &["user", "templates", "enrolled_at", "updated_at", "self_similarity"]);
+    assert_keys(&writers[0], &["user", "templates", "enrolled_at", "updated_at", "self_similarity", "writer_model"]);
+    assert_eq!((writers[0]["writer_model"].as_bool(), j["writers_without_model"].as_u64()), (Some(false), Some(2)));
     assert_eq!((writers[0]["user"].as_str(), writers[0]["templates"].as_u64()), (Some("alice"), Some(3)));
     assert_keys(&writers[0]["self_similarity"], &["mean", "std", "pairs"]);
     assert!(writers[1]["self_similarity"].is_null());
@@ -603,7 +637,15 @@ fn help_and_usage_errors() {
     }
     let run = autograph(["verify", "--help"]);
     assert_eq!(run.code, 0, "{run:?}");
-    for word in ["--far", "--against", "--threshold", "--runtime", "--precision", "replay"] {
+    for word in ["--far", "--against", "--threshold", "--runtime", "--precision", "replay", "refit"] {
+        assert!(run.stdout.contains(word), "{word}: {}", run.stdout);
+    }
+    let run = autograph(["gallery", "--help"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("refit"), "{}", run.stdout);
+    let run = autograph(["gallery", "refit", "--help"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    for word in ["cohort", "--all", "nearest", "enrolment"] {
         assert!(run.stdout.contains(word), "{word}: {}", run.stdout);
     }
     assert_eq!(autograph(["verify"]).code, 2);
@@ -638,6 +680,7 @@ fn bench_reports_every_figure() {
             "verify_ms",
             "knn_ms",
             "unavailable",
+            "adaptive",
         ],
     );
     assert_eq!(j["threads"], 1);
@@ -657,7 +700,9 @@ fn bench_reports_every_figure() {
         autograph(["bench".as_ref(), "--runs".as_ref(), "2".as_ref(), "--bundle".as_ref(), dir.path().as_os_str()]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
-        run.stdout.contains("embed tract_f32") && run.stdout.contains("knn top-5, 10000 templates"),
+        run.stdout.contains("embed tract_f32")
+            && run.stdout.contains("knn top-5, 10000 templates")
+            && run.stdout.contains("decide, classifier rule"),
         "{}",
         run.stdout
     );

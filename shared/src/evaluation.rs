@@ -1063,6 +1063,7 @@ mod tests {
                 split,
             },
             test_metrics: serde_json::Value::Null,
+            adaptive: None,
         }
     }
 

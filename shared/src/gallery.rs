@@ -1,4 +1,4 @@
-//! The fixed-capacity gallery of enrolled writers, its one scoring rule, and its file format.
+//! The fixed-capacity gallery of enrolled writers, its scoring rules, and its file format.
 //!
 //! A writer is enrolled as a handful of int8 [`Template`]s (quantised, L2-normalised embeddings).
 //! The score of a probe against a writer is its similarity to the **nearest** of that writer's
@@ -12,15 +12,23 @@
 //! skilled-forgery EER by about 3 points on each against the mean (`docs/evaluation.md` has
 //! the comparison).
 //!
+//! A writer may also hold a [`WriterModel`] fitted at enrolment against the model bundle's
+//! [`Cohort`] (see [`crate::adaptive`]): it lets the kiosk decide by a writer-adaptive
+//! [`DecisionRule`] ([`Gallery::verify_score_with`]). Writers without one (no cohort in the
+//! bundle, or read from a version-1 file) are scored by the nearest rule, and the result says
+//! so ([`RuleScore::rule`]); [`Gallery::fit_models`] fits the missing models from the stored
+//! templates, so nobody needs to enrol again. Identification ([`Gallery::top_k`]) always ranks
+//! by the nearest rule.
+//!
 //! Storage is `heapless`: nothing on the verify/identify path allocates. A [`KioskGallery`] is
-//! about 1.1 MiB, so build it with [`Gallery::new_boxed`] (or [`Gallery::from_bytes`], which
+//! about 1.6 MiB, so build it with [`Gallery::new_boxed`] (or [`Gallery::from_bytes`], which
 //! returns a `Box`) rather than on the stack.
 //!
-//! # File format (version 1, all integers little-endian)
+//! # File format (version 2, all integers little-endian)
 //!
 //! ```text
 //! header   magic            8 bytes  b"AGGALLRY"
-//!          version          u32      1
+//!          version          u32      2 (1 is still read)
 //!          total_len        u64      length of the whole file, trailer included
 //!          model_sha256     32 bytes sha256 of the model bundle the templates were made with
 //!          embedding_dim    u32      128
@@ -34,8 +42,17 @@
 //!          updated_at       u64      unix seconds of the last change
 //!          template_count   u16      1..
 //!          templates        template_count * embedding_dim bytes (i8)
+//!          model_kind       u8       0: no writer model; 1: a WriterModel follows
+//!                                    (version 2 only; absent from version-1 entries)
+//!          model            WriterModel::BYTES (524) bytes when model_kind is 1:
+//!                                    z mean, z std, bias, 128 weights, each f32
 //! trailer  sha256           32 bytes over every byte before it
 //! ```
+//!
+//! A version-1 file loads with no writer models (its `GalleryHeader::version` says 1); it is
+//! written back as version 2. A model whose values are not finite, or whose deviation is below
+//! [`crate::adaptive::MIN_STD`], is refused ([`GalleryError::BadWriterModel`]) even under a
+//! valid checksum.
 //!
 //! Per-writer statistics are derived from the templates and recomputed on load, so they can
 //! never disagree with the templates they describe.
@@ -44,6 +61,8 @@ use core::cmp::Ordering;
 use core::fmt;
 
 use sha2::{Digest, Sha256};
+
+use crate::adaptive::{AdaptiveConfig, AdaptiveError, Cohort, DecisionRule, ScoreMethod, WriterModel};
 
 /// Length of an embedding and of a [`Template`].
 pub const EMBEDDING_DIM: usize = 128;
@@ -60,8 +79,13 @@ pub type KioskGallery = Gallery<1024, 8>;
 
 /// First bytes of a gallery file.
 pub const GALLERY_MAGIC: [u8; 8] = *b"AGGALLRY";
-/// The file format version this build writes and reads.
-pub const GALLERY_FORMAT_VERSION: u32 = 1;
+/// The file format version this build writes (and the newest it reads).
+pub const GALLERY_FORMAT_VERSION: u32 = 2;
+/// The oldest file format version this build reads (version 1: no writer models).
+pub const GALLERY_OLDEST_READABLE_VERSION: u32 = 1;
+/// `model_kind` byte of an entry: no model, or a [`WriterModel`] follows.
+const MODEL_NONE: u8 = 0;
+const MODEL_V1: u8 = 1;
 /// Length of the fixed-size header (see the module docs).
 const HEADER_LEN: usize = 8 + 4 + 8 + 32 + 4 + 4 + 4 + 4;
 /// Length of the trailing sha256.
@@ -94,7 +118,7 @@ pub enum GalleryError {
     GalleryFull { capacity: usize },
     #[error("not a gallery file (bad magic bytes)")]
     BadMagic,
-    #[error("gallery format version {found} is not supported; this build reads version {supported}")]
+    #[error("gallery format version {found} is not supported; this build reads versions 1 to {supported}")]
     UnsupportedVersion { found: u32, supported: u32 },
     #[error("the gallery data is truncated: {expected} bytes expected, {found} present")]
     Truncated { expected: u64, found: u64 },
@@ -111,6 +135,10 @@ pub enum GalleryError {
     ModelMismatch { expected: String, found: String },
     #[error("malformed gallery data: {0}")]
     Malformed(&'static str),
+    #[error("the writer model of {id:?} is invalid ({reason}); enrol the writer again")]
+    BadWriterModel { id: String, reason: String },
+    #[error(transparent)]
+    Adaptive(#[from] AdaptiveError),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -283,6 +311,7 @@ pub struct WriterEntry<const TEMPLATES: usize> {
     enrolled_at: u64,
     updated_at: u64,
     stats: Option<WriterStats>,
+    model: Option<WriterModel>,
 }
 
 impl<const TEMPLATES: usize> WriterEntry<TEMPLATES> {
@@ -309,6 +338,39 @@ impl<const TEMPLATES: usize> WriterEntry<TEMPLATES> {
     pub fn score(&self, probe: &Template) -> f32 {
         writer_score(&self.templates, probe)
     }
+    /// The writer-adaptive model fitted on exactly these templates; `None` when the writer was
+    /// enrolled without a cohort or read from a version-1 file.
+    pub fn model(&self) -> Option<&WriterModel> {
+        self.model.as_ref()
+    }
+    /// The score of `probe` by `rule`, or by the nearest rule when `rule` needs what is missing
+    /// (this writer's model; the cohort, for a normalisation that uses it): the returned
+    /// [`RuleScore::rule`] says which rule was used, so the matching threshold can be applied.
+    pub fn score_with(&self, rule: DecisionRule, probe: &Template, cohort: Option<&Cohort>) -> RuleScore {
+        let method = rule.method();
+        match &self.model {
+            Some(model) if !(method.needs_cohort() && cohort.is_none()) => {
+                RuleScore { rule, score: model.score(rule, &self.templates, probe, cohort) }
+            }
+            _ if method == ScoreMethod::Nearest => RuleScore { rule, score: self.score(probe) },
+            _ => RuleScore { rule: DecisionRule::Nearest, score: self.score(probe) },
+        }
+    }
+}
+
+/// A score and the rule that produced it (see [`WriterEntry::score_with`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RuleScore {
+    /// The rule actually used: the one asked for, or [`DecisionRule::Nearest`] as a fallback.
+    pub rule: DecisionRule,
+    pub score: f32,
+}
+
+impl RuleScore {
+    /// Whether the rule asked for could not be used.
+    pub fn fell_back(&self, asked: DecisionRule) -> bool {
+        self.rule != asked
+    }
 }
 
 impl<const TEMPLATES: usize> fmt::Debug for WriterEntry<TEMPLATES> {
@@ -319,6 +381,7 @@ impl<const TEMPLATES: usize> fmt::Debug for WriterEntry<TEMPLATES> {
             .field("enrolled_at", &self.enrolled_at)
             .field("updated_at", &self.updated_at)
             .field("stats", &self.stats)
+            .field("model", &self.model.is_some())
             .finish()
     }
 }
@@ -440,12 +503,54 @@ impl<const WRITERS: usize, const TEMPLATES: usize> Gallery<WRITERS, TEMPLATES> {
     /// Enrols `templates` for `id` at time `now` (unix seconds). A new writer is created; an
     /// existing one gets the templates appended (up to `TEMPLATES` in all), or, with `replace`,
     /// has its templates replaced. On error the gallery is unchanged.
+    ///
+    /// The writer is left without a [`WriterModel`] (an existing one no longer describes the
+    /// changed templates and is dropped); see [`Gallery::enroll_fitted`].
     pub fn enroll(
         &mut self,
         id: &str,
         templates: &[Template],
         now: u64,
         replace: bool,
+    ) -> Result<EnrollOutcome, GalleryError> {
+        self.enroll_with_model(id, templates, now, replace, None)
+    }
+
+    /// [`Gallery::enroll`], fitting the writer's [`WriterModel`] against `cohort` on the
+    /// templates the writer has afterwards (the old and new ones when appending). With no
+    /// cohort, the writer has no model. On error the gallery is unchanged.
+    pub fn enroll_fitted(
+        &mut self,
+        id: &str,
+        templates: &[Template],
+        now: u64,
+        replace: bool,
+        cohort: Option<&Cohort>,
+        config: &AdaptiveConfig,
+    ) -> Result<EnrollOutcome, GalleryError> {
+        let model = match cohort {
+            Some(cohort) if !templates.is_empty() => {
+                let mut all: Vec<Template> = Vec::with_capacity(TEMPLATES);
+                if !replace && let Some(entry) = self.get(id) {
+                    all.extend_from_slice(&entry.templates);
+                }
+                all.extend_from_slice(templates);
+                Some(WriterModel::fit(&all, cohort, config)?)
+            }
+            _ => None,
+        };
+        self.enroll_with_model(id, templates, now, replace, model)
+    }
+
+    /// [`Gallery::enroll`] storing `model` with the writer. The model must have been fitted on
+    /// the templates the writer has after this call ([`Gallery::enroll_fitted`] does that).
+    pub fn enroll_with_model(
+        &mut self,
+        id: &str,
+        templates: &[Template],
+        now: u64,
+        replace: bool,
+        model: Option<WriterModel>,
     ) -> Result<EnrollOutcome, GalleryError> {
         let writer_id = make_id(id)?;
         if templates.is_empty() {
@@ -467,6 +572,7 @@ impl<const WRITERS: usize, const TEMPLATES: usize> Gallery<WRITERS, TEMPLATES> {
                 entry.templates.extend_from_slice(templates).map_err(|_| full(TEMPLATES + 1))?;
                 entry.updated_at = now;
                 entry.stats = WriterStats::of(&entry.templates);
+                entry.model = model;
                 Ok(if replace { EnrollOutcome::Replaced } else { EnrollOutcome::Appended })
             }
             Err(i) => {
@@ -479,6 +585,7 @@ impl<const WRITERS: usize, const TEMPLATES: usize> Gallery<WRITERS, TEMPLATES> {
                     enrolled_at: now,
                     updated_at: now,
                     stats: WriterStats::of(templates),
+                    model,
                 };
                 entry.templates.extend_from_slice(templates).map_err(|_| full(templates.len()))?;
                 self.writers.insert(i, entry).map_err(|_| GalleryError::GalleryFull { capacity: WRITERS })?;
@@ -506,6 +613,58 @@ impl<const WRITERS: usize, const TEMPLATES: usize> Gallery<WRITERS, TEMPLATES> {
     /// The score of `probe` against writer `id` ([`writer_score`]); `None` for an unknown id.
     pub fn verify_score(&self, id: &str, probe: &Template) -> Option<f32> {
         self.get(id).map(|w| w.score(probe))
+    }
+
+    /// The score of `probe` against writer `id` by `rule` ([`WriterEntry::score_with`]: falls
+    /// back to the nearest rule, and says so, when the writer has no model or a needed cohort
+    /// is missing); `None` for an unknown id. Allocates nothing.
+    pub fn verify_score_with(
+        &self,
+        id: &str,
+        probe: &Template,
+        rule: DecisionRule,
+        cohort: Option<&Cohort>,
+    ) -> Option<RuleScore> {
+        self.get(id).map(|w| w.score_with(rule, probe, cohort))
+    }
+
+    /// Replaces the model of writer `id` (which must have been fitted on its current
+    /// templates); `false` for an unknown id.
+    pub fn set_model(&mut self, id: &str, model: Option<WriterModel>) -> bool {
+        match self.position(id) {
+            Ok(i) => {
+                self.writers[i].model = model;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Number of writers without a model.
+    pub fn writers_without_model(&self) -> usize {
+        self.writers.iter().filter(|w| w.model.is_none()).count()
+    }
+
+    /// Fits the model of every writer that has none (or of every writer, with `refit_all`)
+    /// from its stored templates: upgrades a gallery read from a version-1 file, or one
+    /// enrolled before the bundle had a cohort. Returns how many were fitted. On error no
+    /// writer is changed.
+    pub fn fit_models(
+        &mut self,
+        cohort: &Cohort,
+        config: &AdaptiveConfig,
+        refit_all: bool,
+    ) -> Result<usize, GalleryError> {
+        let mut fitted = Vec::new();
+        for (i, w) in self.writers.iter().enumerate() {
+            if refit_all || w.model.is_none() {
+                fitted.push((i, WriterModel::fit(&w.templates, cohort, config)?));
+            }
+        }
+        for &(i, model) in &fitted {
+            self.writers[i].model = Some(model);
+        }
+        Ok(fitted.len())
     }
 
     /// Fills `out` with the `K` best-scoring writers, best first; equal scores are ordered by id.
@@ -545,8 +704,12 @@ impl<const WRITERS: usize, const TEMPLATES: usize> Gallery<WRITERS, TEMPLATES> {
 
     /// Serialises the gallery (format in the module docs), stamped with the model's sha256.
     pub fn to_bytes(&self, model_sha256: &[u8; 32]) -> Vec<u8> {
-        let body: usize =
-            self.writers.iter().map(|w| 1 + w.id.len() + 8 + 8 + 2 + w.templates.len() * EMBEDDING_DIM).sum();
+        let model_len = |w: &WriterEntry<TEMPLATES>| 1 + w.model.map_or(0, |_| WriterModel::BYTES);
+        let body: usize = self
+            .writers
+            .iter()
+            .map(|w| 1 + w.id.len() + 8 + 8 + 2 + w.templates.len() * EMBEDDING_DIM + model_len(w))
+            .sum();
         let total = HEADER_LEN + body + TRAILER_LEN;
         let mut out = Vec::with_capacity(total);
         out.extend_from_slice(&GALLERY_MAGIC);
@@ -568,6 +731,13 @@ impl<const WRITERS: usize, const TEMPLATES: usize> Gallery<WRITERS, TEMPLATES> {
             for t in &w.templates {
                 out.extend(t.0.iter().map(|&v| v as u8));
             }
+            match &w.model {
+                None => out.push(MODEL_NONE),
+                Some(model) => {
+                    out.push(MODEL_V1);
+                    out.extend_from_slice(&model.to_bytes());
+                }
+            }
         }
         let digest = Sha256::digest(&out);
         out.extend_from_slice(&digest);
@@ -575,8 +745,9 @@ impl<const WRITERS: usize, const TEMPLATES: usize> Gallery<WRITERS, TEMPLATES> {
         out
     }
 
-    /// Parses gallery bytes. With `expected_model_sha256`, a file made with another model is
-    /// refused ([`GalleryError::ModelMismatch`]). Never panics, whatever the bytes.
+    /// Parses gallery bytes (format version 1 or 2). With `expected_model_sha256`, a file made
+    /// with another model is refused ([`GalleryError::ModelMismatch`]). Never panics, whatever
+    /// the bytes.
     pub fn from_bytes(
         bytes: &[u8],
         expected_model_sha256: Option<&[u8; 32]>,
@@ -642,8 +813,23 @@ impl<const WRITERS: usize, const TEMPLATES: usize> Gallery<WRITERS, TEMPLATES> {
                 }
                 templates.push(Template(values)).map_err(|_| GalleryError::Malformed("too many templates"))?;
             }
+            let model = if header.version >= 2 {
+                match r.u8()? {
+                    MODEL_NONE => None,
+                    MODEL_V1 => Some(WriterModel::from_bytes(r.take(WriterModel::BYTES)?).map_err(|e| {
+                        let reason = match e {
+                            AdaptiveError::BadModel(reason) => reason.to_owned(),
+                            other => other.to_string(),
+                        };
+                        GalleryError::BadWriterModel { id: id.to_string(), reason }
+                    })?),
+                    _ => return Err(GalleryError::Malformed("unknown writer model kind")),
+                }
+            } else {
+                None
+            };
             let stats = WriterStats::of(&templates);
-            let entry = WriterEntry { id, templates, enrolled_at, updated_at, stats };
+            let entry = WriterEntry { id, templates, enrolled_at, updated_at, stats, model };
             gallery.writers.push(entry).map_err(|_| GalleryError::CapacityExceeded {
                 what: "writers",
                 found: u64::from(header.writer_count),
@@ -674,7 +860,7 @@ fn parse_header(bytes: &[u8]) -> Result<GalleryHeader, GalleryError> {
         return Err(GalleryError::BadMagic);
     }
     let version = le_u32(bytes, OFF_VERSION).ok_or_else(|| short(HEADER_LEN + TRAILER_LEN))?;
-    if version != GALLERY_FORMAT_VERSION {
+    if !(GALLERY_OLDEST_READABLE_VERSION..=GALLERY_FORMAT_VERSION).contains(&version) {
         return Err(GalleryError::UnsupportedVersion { found: version, supported: GALLERY_FORMAT_VERSION });
     }
     let total = le_u64(bytes, OFF_TOTAL_LEN).ok_or_else(|| short(HEADER_LEN + TRAILER_LEN))?;
@@ -785,9 +971,16 @@ mod tests {
         bytes[n..].copy_from_slice(&digest);
     }
 
+    fn cohort(rng: &mut ChaCha8Rng) -> Cohort {
+        Cohort::new((0..20).map(|_| tpl(rng)).collect()).expect("cohort")
+    }
+
+    /// Three writers; "alice" (the first entry) has a writer model, the others none.
     fn sample(rng: &mut ChaCha8Rng) -> Box<Small> {
         let mut g = Small::new_boxed();
-        g.enroll("alice", &[tpl(rng), tpl(rng)], 100, false).expect("enroll");
+        let cohort = cohort(rng);
+        let config = AdaptiveConfig::default();
+        g.enroll_fitted("alice", &[tpl(rng), tpl(rng)], 100, false, Some(&cohort), &config).expect("enroll");
         g.enroll("bob", &[tpl(rng)], 200, false).expect("enroll");
         g.enroll("zoë ünïcode", &[tpl(rng), tpl(rng), tpl(rng)], 300, false).expect("enroll");
         g
@@ -1031,7 +1224,7 @@ mod tests {
         assert_eq!(
             header,
             GalleryHeader {
-                version: 1,
+                version: 2,
                 model_sha256: MODEL,
                 embedding_dim: 128,
                 writer_capacity: 4,
@@ -1053,6 +1246,220 @@ mod tests {
         assert!(Small::from_bytes(&empty, Some(&MODEL)).expect("empty").0.is_empty());
     }
 
+    /// The version-1 writer, as it was: no model byte after the templates.
+    fn to_bytes_v1<const W: usize, const T: usize>(g: &Gallery<W, T>, model: &[u8; 32]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&GALLERY_MAGIC);
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&0u64.to_le_bytes()); // total_len, patched below
+        out.extend_from_slice(model);
+        out.extend_from_slice(&(EMBEDDING_DIM as u32).to_le_bytes());
+        out.extend_from_slice(&(W as u32).to_le_bytes());
+        out.extend_from_slice(&(T as u32).to_le_bytes());
+        out.extend_from_slice(&(g.len() as u32).to_le_bytes());
+        for w in g.writers() {
+            out.push(w.id().len() as u8);
+            out.extend_from_slice(w.id().as_bytes());
+            out.extend_from_slice(&w.enrolled_at().to_le_bytes());
+            out.extend_from_slice(&w.updated_at().to_le_bytes());
+            out.extend_from_slice(&(w.templates().len() as u16).to_le_bytes());
+            for t in w.templates() {
+                out.extend(t.as_i8().iter().map(|&v| v as u8));
+            }
+        }
+        let total = (out.len() + TRAILER_LEN) as u64;
+        out[OFF_TOTAL_LEN..OFF_TOTAL_LEN + 8].copy_from_slice(&total.to_le_bytes());
+        let digest = Sha256::digest(&out);
+        out.extend_from_slice(&digest);
+        out
+    }
+
+    /// Without models the gallery as it reads back from a version-1 file.
+    fn without_models(g: &Small) -> Box<Small> {
+        let mut g = Box::new(g.clone());
+        let ids: Vec<String> = g.writers().map(|w| w.id().to_owned()).collect();
+        for id in ids {
+            g.set_model(&id, None);
+        }
+        g
+    }
+
+    #[test]
+    fn version_1_files_load_without_models_and_upgrade() {
+        let mut rng = ChaCha8Rng::seed_from_u64(20);
+        let g = sample(&mut rng);
+        let v1 = to_bytes_v1(&*g, &MODEL);
+        let (back, header) = Small::from_bytes(&v1, Some(&MODEL)).expect("version 1 reads");
+        assert_eq!(header.version, 1);
+        assert_eq!(header.writer_count, 3);
+        assert_eq!(back, without_models(&g));
+        assert_eq!(back.writers_without_model(), 3);
+        // Scoring falls back to the nearest rule, and says so.
+        let probe = tpl(&mut rng);
+        let cohort = cohort(&mut rng);
+        for rule in [DecisionRule::Normalised, DecisionRule::Classifier] {
+            let s = back.verify_score_with("alice", &probe, rule, Some(&cohort)).expect("alice");
+            assert_eq!(
+                s,
+                RuleScore { rule: DecisionRule::Nearest, score: back.get("alice").expect("a").score(&probe) }
+            );
+            assert!(s.fell_back(rule));
+        }
+        // Written back as version 2; models fitted from the stored templates, no re-enrolment.
+        let mut upgraded = back.clone();
+        assert_eq!(upgraded.fit_models(&cohort, &AdaptiveConfig::default(), false), Ok(3));
+        assert_eq!(upgraded.writers_without_model(), 0);
+        assert_eq!(upgraded.fit_models(&cohort, &AdaptiveConfig::default(), false), Ok(0));
+        let v2 = upgraded.to_bytes(&MODEL);
+        let (again, header) = Small::from_bytes(&v2, Some(&MODEL)).expect("version 2 reads");
+        assert_eq!(header.version, 2);
+        assert_eq!(again, upgraded);
+        let alice = again.get("alice").expect("alice");
+        let fitted = WriterModel::fit(alice.templates(), &cohort, &AdaptiveConfig::default()).expect("fit");
+        assert_eq!(alice.model(), Some(&fitted));
+        // A version-1 file is robust too: every truncation and bit flip is an error.
+        for n in 0..v1.len() {
+            assert!(Small::from_bytes(&v1[..n], None).is_err());
+        }
+        for i in (0..v1.len()).step_by(7) {
+            let mut b = v1.clone();
+            b[i] ^= 0x04;
+            assert!(Small::from_bytes(&b, None).is_err(), "byte {i}");
+        }
+        // A version-2 body under a version-1 header (or the reverse) does not parse.
+        let mut b = g.to_bytes(&MODEL);
+        b[OFF_VERSION..OFF_VERSION + 4].copy_from_slice(&1u32.to_le_bytes());
+        resign(&mut b);
+        assert!(Small::from_bytes(&b, None).is_err());
+        let mut b = v1.clone();
+        b[OFF_VERSION..OFF_VERSION + 4].copy_from_slice(&2u32.to_le_bytes());
+        resign(&mut b);
+        assert!(Small::from_bytes(&b, None).is_err());
+    }
+
+    #[test]
+    fn version_2_round_trip_with_models_and_rules() {
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        let cohort = cohort(&mut rng);
+        let config = AdaptiveConfig::default();
+        let mut g = Small::new_boxed();
+        for (id, n) in [("a", 1), ("b", 3), ("c", 2)] {
+            let templates: Vec<Template> = (0..n).map(|_| tpl(&mut rng)).collect();
+            g.enroll_fitted(id, &templates, 5, false, Some(&cohort), &config).expect("enroll");
+        }
+        g.enroll_fitted("d", &[tpl(&mut rng)], 6, false, None, &config).expect("no cohort, no model");
+        assert_eq!(g.writers_without_model(), 1);
+        let bytes = g.to_bytes(&MODEL);
+        let models = 3 * WriterModel::BYTES;
+        assert_eq!(bytes.len(), HEADER_LEN + TRAILER_LEN + 4 * (1 + 1 + 16 + 2 + 1) + 7 * EMBEDDING_DIM + models);
+        let (back, header) = Small::from_bytes(&bytes, Some(&MODEL)).expect("round trip");
+        assert_eq!(header.version, GALLERY_FORMAT_VERSION);
+        assert_eq!(back, g);
+        assert_eq!(back.to_bytes(&MODEL), bytes);
+        let probe = tpl(&mut rng);
+        for rule in [DecisionRule::Nearest, DecisionRule::Normalised, DecisionRule::Classifier] {
+            for id in ["a", "b", "c", "d"] {
+                let s = back.verify_score_with(id, &probe, rule, Some(&cohort)).expect("known");
+                assert_eq!(s, g.verify_score_with(id, &probe, rule, Some(&cohort)).expect("known"));
+                let w = back.get(id).expect("known");
+                match w.model() {
+                    Some(m) => {
+                        assert_eq!(s, RuleScore { rule, score: m.score(rule, w.templates(), &probe, Some(&cohort)) })
+                    }
+                    None => assert_eq!(s.rule, DecisionRule::Nearest),
+                }
+            }
+        }
+        // A normalisation that needs the cohort falls back without one; z-norm-free rules do not.
+        let no_cohort = back.verify_score_with("a", &probe, DecisionRule::Normalised, None).expect("a");
+        assert_eq!(no_cohort.rule == DecisionRule::Nearest, crate::adaptive::NORMALISED_METHOD.needs_cohort());
+        let c = back.verify_score_with("a", &probe, DecisionRule::Classifier, None).expect("a");
+        assert_eq!(c.rule, DecisionRule::Classifier);
+        assert_eq!(back.verify_score_with("zz", &probe, DecisionRule::Classifier, None), None);
+    }
+
+    #[test]
+    fn enrolment_keeps_models_in_step_with_templates() {
+        let mut rng = ChaCha8Rng::seed_from_u64(22);
+        let cohort = cohort(&mut rng);
+        let config = AdaptiveConfig::default();
+        let mut g = Small::new();
+        let (t0, t1, t2) = (tpl(&mut rng), tpl(&mut rng), tpl(&mut rng));
+        g.enroll_fitted("w", &[t0], 1, false, Some(&cohort), &config).expect("create");
+        let fit = |refs: &[Template]| WriterModel::fit(refs, &cohort, &config).expect("fit");
+        assert_eq!(g.get("w").and_then(WriterEntry::model), Some(&fit(&[t0])));
+        // Appending fits on old and new templates together.
+        assert_eq!(g.enroll_fitted("w", &[t1], 2, false, Some(&cohort), &config), Ok(EnrollOutcome::Appended));
+        assert_eq!(g.get("w").and_then(WriterEntry::model), Some(&fit(&[t0, t1])));
+        // Replacing fits on the new ones only.
+        assert_eq!(g.enroll_fitted("w", &[t2], 3, true, Some(&cohort), &config), Ok(EnrollOutcome::Replaced));
+        assert_eq!(g.get("w").and_then(WriterEntry::model), Some(&fit(&[t2])));
+        // Plain enrol drops a model that no longer describes the templates.
+        g.enroll("w", &[t0], 4, false).expect("append");
+        assert!(g.get("w").and_then(WriterEntry::model).is_none());
+        // Errors leave the gallery unchanged (capacity 3 templates).
+        let before = g.clone();
+        assert!(matches!(
+            g.enroll_fitted("w", &[t0, t1], 5, false, Some(&cohort), &config),
+            Err(GalleryError::WriterFull { .. })
+        ));
+        assert_eq!(g.enroll_fitted("w", &[], 5, true, Some(&cohort), &config), Err(GalleryError::NoTemplates));
+        assert_eq!(g, before);
+        assert!(g.set_model("w", Some(fit(&[t2, t0]))));
+        assert!(!g.set_model("nobody", None));
+    }
+
+    #[test]
+    fn damaged_models_are_typed_errors() {
+        let mut rng = ChaCha8Rng::seed_from_u64(23);
+        let g = sample(&mut rng);
+        let good = g.to_bytes(&MODEL);
+        // alice: id_len, "alice", two timestamps, count, two templates, then the model.
+        let kind_at = HEADER_LEN + 1 + 5 + 8 + 8 + 2 + 2 * EMBEDDING_DIM;
+        assert_eq!(good[kind_at], MODEL_V1);
+        let model_at = kind_at + 1;
+        assert_eq!(
+            &good[model_at..model_at + WriterModel::BYTES],
+            &g.get("alice").and_then(WriterEntry::model).expect("model").to_bytes()
+        );
+        for (offset, value) in
+            [(0usize, f32::NAN), (4, 0.0), (4, f32::NEG_INFINITY), (8, f32::INFINITY), (12, f32::NAN)]
+        {
+            let mut b = good.clone();
+            b[model_at + offset..model_at + offset + 4].copy_from_slice(&value.to_le_bytes());
+            resign(&mut b);
+            let err = Small::from_bytes(&b, None).err();
+            assert!(
+                matches!(&err, Some(GalleryError::BadWriterModel { id, .. }) if id == "alice"),
+                "{offset}: {err:?}"
+            );
+            let msg = err.map(|e| e.to_string()).unwrap_or_default();
+            assert!(msg.contains("alice") && msg.contains("enrol"), "{msg}");
+        }
+        // An unknown model kind, and a model announced where none is stored (bob has none).
+        let mut b = good.clone();
+        b[kind_at] = 7;
+        resign(&mut b);
+        assert_eq!(Small::from_bytes(&b, None).err(), Some(GalleryError::Malformed("unknown writer model kind")));
+        let mut b = good.clone();
+        b[kind_at] = MODEL_NONE;
+        resign(&mut b);
+        assert!(Small::from_bytes(&b, None).is_err());
+        let bob_kind = model_at + WriterModel::BYTES + 1 + 3 + 8 + 8 + 2 + EMBEDDING_DIM;
+        assert_eq!(good[bob_kind], MODEL_NONE);
+        let mut b = good.clone();
+        b[bob_kind] = MODEL_V1;
+        resign(&mut b);
+        assert!(Small::from_bytes(&b, None).is_err());
+        // A model cut short by the end of the data.
+        let mut b = good[..model_at + 100].to_vec();
+        let total = (b.len() + TRAILER_LEN) as u64;
+        b[OFF_TOTAL_LEN..OFF_TOTAL_LEN + 8].copy_from_slice(&total.to_le_bytes());
+        b.extend_from_slice(&[0; TRAILER_LEN]);
+        resign(&mut b);
+        assert!(matches!(Small::from_bytes(&b, None), Err(GalleryError::Malformed(_))));
+    }
+
     #[test]
     fn kiosk_gallery_is_built_on_the_heap() {
         // 256 KiB of stack, far less than one KioskGallery: building one by value on the
@@ -1061,6 +1468,8 @@ mod tests {
             .stack_size(256 * 1024)
             .spawn(|| {
                 assert!(size_of::<KioskGallery>() > 1024 * 1024);
+                // With a writer model per writer (the module docs say about 1.6 MiB).
+                assert!(size_of::<KioskGallery>() < 1700 * 1024, "{}", size_of::<KioskGallery>());
                 let mut g = KioskGallery::new_boxed();
                 let mut rng = ChaCha8Rng::seed_from_u64(5);
                 for i in 0..KioskGallery::WRITER_CAPACITY {
@@ -1093,12 +1502,14 @@ mod tests {
         assert_eq!(Small::from_bytes(b"PK\x03\x04", None).err(), Some(GalleryError::BadMagic));
         assert_eq!(Small::from_bytes(b"", None).err(), Some(GalleryError::Truncated { expected: 100, found: 0 }));
 
-        let mut b = good.clone();
-        b[OFF_VERSION..OFF_VERSION + 4].copy_from_slice(&2u32.to_le_bytes());
-        assert_eq!(
-            Small::from_bytes(&b, None).err(),
-            Some(GalleryError::UnsupportedVersion { found: 2, supported: 1 })
-        );
+        for version in [0u32, 3, u32::MAX] {
+            let mut b = good.clone();
+            b[OFF_VERSION..OFF_VERSION + 4].copy_from_slice(&version.to_le_bytes());
+            assert_eq!(
+                Small::from_bytes(&b, None).err(),
+                Some(GalleryError::UnsupportedVersion { found: version, supported: 2 })
+            );
+        }
 
         let cut = &good[..good.len() - 1];
         assert_eq!(
@@ -1219,7 +1630,7 @@ mod tests {
         for len in 0..300 {
             let mut b: Vec<u8> = (0..HEADER_LEN + len + TRAILER_LEN).map(|_| rng.random()).collect();
             b[..8].copy_from_slice(&GALLERY_MAGIC);
-            b[OFF_VERSION..OFF_VERSION + 4].copy_from_slice(&1u32.to_le_bytes());
+            b[OFF_VERSION..OFF_VERSION + 4].copy_from_slice(&(1 + (len as u32 % 2)).to_le_bytes());
             let total = b.len() as u64;
             b[OFF_TOTAL_LEN..OFF_TOTAL_LEN + 8].copy_from_slice(&total.to_le_bytes());
             b[OFF_DIM..OFF_DIM + 4].copy_from_slice(&128u32.to_le_bytes());

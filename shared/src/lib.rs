@@ -4,12 +4,14 @@
 //! image bytes -> [`preprocess`] -> (embedding network, elsewhere) -> [`gallery`] -> score,
 //! and the [`metrics`] and [`protocol`] modules turn scores into honest figures.
 
+pub mod adaptive;
 pub mod dataset;
 pub mod evaluation;
 pub mod gallery;
 pub mod leakage;
 pub mod manifest;
 pub mod metrics;
+pub mod online;
 pub mod preprocess;
 pub mod protocol;
 pub mod strokes;

@@ -14,6 +14,7 @@ pub const MANIFEST_FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const MODEL_F32_FILE: &str = "model.onnx";
 pub const MODEL_INT8_FILE: &str = "model.int8.onnx";
+pub const COHORT_FILE: &str = "cohort.bin";
 
 /// Numeric precision of a model file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -82,6 +83,50 @@ pub struct Manifest {
     pub provenance: Provenance,
     /// Test-writer figures keyed by precision (`f32`, `int8`), as produced by the evaluation.
     pub test_metrics: serde_json::Value,
+    /// Writer-adaptive decisions: the background cohort and the rule the device decides with.
+    /// `None` in bundles made before cohorts existed: the device then uses the nearest rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<AdaptiveDecision>,
+}
+
+/// The cohort file of a bundle and the writer-adaptive rule calibrated with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdaptiveDecision {
+    /// `cohort.bin` ([`crate::adaptive::Cohort::to_bytes`]), hashed like the model files.
+    pub cohort: CohortFile,
+    /// The rule `verify` decides with (chosen on validation writers, see docs/evaluation.md).
+    pub rule: crate::adaptive::DecisionRule,
+    /// Thresholds of `rule`'s score per model precision, from validation writers. A writer
+    /// without a fitted model falls back to the nearest rule and that precision's own
+    /// [`ModelFile::calibration`].
+    pub f32_thresholds: Thresholds,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8_thresholds: Option<Thresholds>,
+    /// Regularisation of the per-writer classifier fitted at enrolment.
+    pub config: crate::adaptive::AdaptiveConfig,
+}
+
+impl AdaptiveDecision {
+    /// The thresholds of the adaptive rule for a precision, if calibrated.
+    pub fn thresholds(&self, precision: Precision) -> Option<&Thresholds> {
+        match precision {
+            Precision::F32 => Some(&self.f32_thresholds),
+            Precision::Int8 => self.int8_thresholds.as_ref(),
+        }
+    }
+}
+
+/// The background cohort shipped in a bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CohortFile {
+    /// Path relative to the bundle directory.
+    pub path: String,
+    pub sha256: String,
+    pub bytes: u64,
+    /// Templates in the file, and how many training writers they come from (never validation
+    /// or test writers).
+    pub templates: usize,
+    pub writers: usize,
 }
 
 /// Why a bundle cannot be used.
@@ -172,6 +217,20 @@ impl Manifest {
         Ok(bytes)
     }
 
+    /// Reads and checks the bundle's cohort (hash, then format); `None` when the bundle has none.
+    pub fn read_cohort(&self, bundle_dir: &Path) -> Result<Option<crate::adaptive::Cohort>, BundleError> {
+        let Some(adaptive) = &self.adaptive else { return Ok(None) };
+        let path = bundle_dir.join(&adaptive.cohort.path);
+        let bytes = std::fs::read(&path).map_err(|source| BundleError::Io { path: path.clone(), source })?;
+        let actual = crate::sha256_hex(&bytes);
+        if actual != adaptive.cohort.sha256 {
+            return Err(BundleError::HashMismatch { path, expected: adaptive.cohort.sha256.clone(), actual });
+        }
+        crate::adaptive::Cohort::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| BundleError::Invalid { path, message: e.to_string() })
+    }
+
     /// The identity of the bundle that galleries are tied to: sha256 of the f32 model's hash
     /// and the preprocessing, so templates from another model or preprocessing are refused.
     pub fn model_identity(&self) -> [u8; 32] {
@@ -229,6 +288,7 @@ mod tests {
                 split: None,
             },
             test_metrics: serde_json::Value::Null,
+            adaptive: None,
         }
     }
 

@@ -316,6 +316,12 @@ pub struct SplitEvaluation {
     pub skipped: Vec<Unreadable>,
     /// Share of test writers' held-out genuine signatures that the replay guard would flag.
     pub test_replay_false_alarm_rate: f64,
+    /// The embedded validation and test samples the figures came from (for further scoring
+    /// rules, e.g. [`crate::adaptive::compare_rules`]; not serialised).
+    #[serde(skip)]
+    pub validation_embedded: Vec<EmbeddedSample>,
+    #[serde(skip)]
+    pub test_embedded: Vec<EmbeddedSample>,
 }
 
 /// The replay guard's limit: halfway between the closest pair of distinct genuine signatures
@@ -354,7 +360,16 @@ pub fn evaluate_split(
     let test = verification_metrics(&test_scores, references, &thresholds);
     let flagged = test_scores.genuine_max_reference.iter().filter(|&&s| s > calibration.replay_similarity).count();
     let test_replay_false_alarm_rate = flagged as f64 / test_scores.genuine_max_reference.len().max(1) as f64;
-    Ok(SplitEvaluation { calibration, test, validation_scores, test_scores, skipped, test_replay_false_alarm_rate })
+    Ok(SplitEvaluation {
+        calibration,
+        test,
+        validation_scores,
+        test_scores,
+        skipped,
+        test_replay_false_alarm_rate,
+        validation_embedded: val_embedded,
+        test_embedded,
+    })
 }
 
 #[cfg(test)]

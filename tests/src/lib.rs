@@ -102,6 +102,7 @@ pub mod synthetic {
             dataset: dataset.name.clone(),
             content_hash: dataset.content_hash.clone(),
             split: split.clone(),
+            sets: Vec::new(),
         }
         .save(run)
         .expect("run info");

@@ -44,7 +44,7 @@ fn cedar_background_no_longer_separates_genuine_from_forged() {
 #[ignore = "needs ../shared/data (run by .ci/run)"]
 fn every_real_image_preprocesses() {
     let cfg = PreprocessConfig::default();
-    for set in ["bhsig260_sample", "svc2004", "cedar_half"] {
+    for set in ["bhsig260_sample", "bhsig260_hindi", "svc2004", "cedar_half"] {
         let ds = Dataset::load(&shared_data().join(set)).expect("load");
         let mut failures = Vec::new();
         for sample in &ds.samples {
@@ -69,4 +69,33 @@ fn omniglot_runs_are_complete() {
     }
     let background = Dataset::load(&shared_data().join("omniglot")).expect("background");
     assert_eq!(background.samples.len() % 20, 0, "each character has 20 drawers");
+}
+
+/// BHSig260 Hindi writers 001 and 002 are in both the sample (TIFF) and the complete Hindi set
+/// (PNG, same pixels): they are found as linked writers, and no split of the two sets together
+/// puts one copy on the training side and the other on a held-out side.
+#[test]
+#[ignore = "needs ../shared/data (run by .ci/run)"]
+fn hindi_writers_in_both_bhsig_sets_never_straddle_a_split() {
+    use autograph_shared::dataset::links::linked_writers;
+    use autograph_shared::dataset::splits::{k_fold_per_set, split_per_set, union};
+    let hindi = Dataset::load(&shared_data().join("bhsig260_hindi")).expect("load bhsig260_hindi");
+    assert_eq!(hindi.writers().len(), 160);
+    assert_eq!(hindi.duplicates.len(), 34, "31 duplicate groups, 34 surplus files");
+    let sample = Dataset::load(&shared_data().join("bhsig260_sample")).expect("load bhsig260_sample");
+    let merged = Dataset::merge(vec![hindi, sample]);
+    let links = linked_writers(&merged);
+    let expected: Vec<Vec<String>> = ["001", "002"]
+        .iter()
+        .map(|w| vec![format!("bhsig260_hindi:Hindi/{w}"), format!("bhsig260_sample:Hindi/{w}")])
+        .collect();
+    assert_eq!(links, expected);
+    let sets = merged.writers_by_set();
+    let mut splits: Vec<_> = (0..40).map(|seed| union(&split_per_set(&sets, &links, 0.15, 0.2, seed))).collect();
+    splits.extend(k_fold_per_set(&sets, &links, 2, 0.25, 1).iter().map(|f| union(f)));
+    for split in &splits {
+        for group in &links {
+            assert_eq!(split.role_of(&group[0]), split.role_of(&group[1]), "{group:?} straddle a split");
+        }
+    }
 }

@@ -9,7 +9,8 @@ use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
 
 use autograph_shared::dataset::Dataset;
-use autograph_shared::dataset::splits::WriterSplit;
+use autograph_shared::dataset::links::linked_writers;
+use autograph_shared::dataset::splits::{SetSplit, WriterSplit, split_per_set, union};
 use autograph_shared::manifest::{
     GraphIo, MANIFEST_FORMAT_VERSION, MODEL_F32_FILE, Manifest, Precision, Provenance, describe_model_file,
 };
@@ -25,7 +26,40 @@ pub struct RunInfo {
     pub data: Vec<PathBuf>,
     pub dataset: String,
     pub content_hash: String,
+    /// All sets' writers together (writer ids `set:writer` when there are several sets).
     pub split: WriterSplit,
+    /// Each data set's own split, content hash and location (one entry for a single set).
+    #[serde(default)]
+    pub sets: Vec<RunSet>,
+}
+
+/// One data set of a run, as recorded in `run.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSet {
+    pub name: String,
+    pub root: PathBuf,
+    pub content_hash: String,
+    #[serde(flatten)]
+    pub split: WriterSplit,
+}
+
+impl RunSet {
+    /// Pairs each data set of `dataset` with its split.
+    pub fn of(dataset: &Dataset, splits: &[SetSplit]) -> Vec<RunSet> {
+        dataset
+            .sets
+            .iter()
+            .filter_map(|set| {
+                let split = splits.iter().find(|s| s.set == set.name)?;
+                Some(RunSet {
+                    name: set.name.clone(),
+                    root: set.root.canonicalize().unwrap_or_else(|_| set.root.clone()),
+                    content_hash: set.content_hash.clone(),
+                    split: split.split.clone(),
+                })
+            })
+            .collect()
+    }
 }
 
 pub const RUN_INFO_FILE: &str = "run.json";
@@ -52,11 +86,32 @@ pub fn load_data(paths: &[PathBuf]) -> Result<Dataset> {
     if paths.is_empty() {
         bail!("no data set given: pass --data DIR or set AUTOGRAPH_DATA");
     }
-    let mut parts = Vec::new();
+    let mut parts: Vec<Dataset> = Vec::new();
     for p in paths {
-        parts.push(Dataset::load(p).with_context(|| format!("loading data set {}", p.display()))?);
+        let part = Dataset::load(p).with_context(|| format!("loading data set {}", p.display()))?;
+        if let Some(other) = parts.iter().find(|d| d.name == part.name) {
+            bail!(
+                "two data sets are named {} ({} and {}): writer ids would collide; give each set its own directory name",
+                part.name,
+                other.root.display(),
+                p.display()
+            );
+        }
+        parts.push(part);
     }
     Ok(Dataset::merge(parts))
+}
+
+/// The run's writer split: each data set split on its own by the same fractions and seed
+/// (so every set is in train, validation and test), with a writer found in two sets (same
+/// name, same pixels) kept in one role. Returns the union and the per-set splits.
+pub fn split_data(dataset: &Dataset, validation: f32, test: f32, seed: u64) -> (WriterSplit, Vec<SetSplit>) {
+    let links = linked_writers(dataset);
+    for group in &links {
+        log::info!("{} are the same writer: kept in one role", group.join(" = "));
+    }
+    let per_set = split_per_set(&dataset.writers_by_set(), &links, validation, test, seed);
+    (union(&per_set), per_set)
 }
 
 /// The checkpoint directory to export from a run directory (`best`, else `last`), or the
@@ -113,6 +168,21 @@ pub fn export_bundle(run_dir: &Path, out: &Path, data: Option<&[PathBuf]>, devic
     let references = training_config.validation_references;
     let mut embedder = BurnEmbedder::new(&model, model_config.clone(), device);
     let evaluation = evaluate(&mut embedder, &dataset, &info.split, &preprocess, references, "calibrating (burn f32)")?;
+    let (adaptive, adaptive_report) = crate::adaptive::build(
+        &mut embedder,
+        &dataset,
+        &info.split,
+        &preprocess,
+        references,
+        &evaluation.validation_embedded,
+        &evaluation.test_embedded,
+        out,
+    )?;
+    log::info!(
+        "adaptive rule {:?} chosen on validation writers (skilled/random EER per rule: {:?})",
+        adaptive_report.chosen,
+        adaptive_report.validation
+    );
 
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
@@ -134,7 +204,9 @@ pub fn export_bundle(run_dir: &Path, out: &Path, data: Option<&[PathBuf]>, devic
         test_metrics: serde_json::json!({
             "f32": evaluation.test,
             "replay_false_alarm_rate": { "f32": evaluation.test_replay_false_alarm_rate },
+            "adaptive": adaptive_report,
         }),
+        adaptive: Some(adaptive),
     };
     manifest.save(out)?;
     Ok(manifest)
@@ -237,6 +309,16 @@ pub fn quantize_bundle(bundle: &Path, data: &[PathBuf]) -> Result<(Manifest, Qua
     );
 
     manifest.int8_model = Some(describe_model_file(bundle, MODEL_INT8_FILE, int8_eval.calibration)?);
+    if let Some(cohort) = manifest.read_cohort(bundle)? {
+        let adaptive = manifest.adaptive.as_mut().context("a cohort without an adaptive section")?;
+        adaptive.int8_thresholds = Some(crate::adaptive::calibrate_rule(
+            &int8_eval.validation_embedded,
+            &cohort,
+            adaptive.rule,
+            references,
+            &adaptive.config,
+        )?);
+    }
     manifest.default_precision = default_precision;
     let mut metrics = manifest.test_metrics.as_object().cloned().unwrap_or_default();
     metrics.insert("f32_tract".into(), serde_json::to_value(f32_eval.test)?);

@@ -48,6 +48,10 @@ pub struct ImageCache {
     pub sources: Vec<String>,
     /// Files that could not be used.
     pub skipped: Vec<Skipped>,
+    /// Names of the constituent data sets (one for a single set).
+    pub sets: Vec<String>,
+    /// Index into `sets` of every writer (index-aligned with `writers`).
+    pub writer_set: Vec<usize>,
 }
 
 impl ImageCache {
@@ -92,6 +96,9 @@ impl ImageCache {
                 writer_names.push(w);
             }
         }
+        let sets: Vec<String> = dataset.sets.iter().map(|s| s.name.clone()).collect();
+        let writer_set =
+            writer_names.iter().map(|w| sets.iter().position(|s| s == dataset.set_of(w)).unwrap_or(0)).collect();
         let (height, width) = (config.height as usize, config.width as usize);
         let mut cache = ImageCache {
             height,
@@ -101,6 +108,8 @@ impl ImageCache {
             writers: writer_names,
             sources: Vec::new(),
             skipped: Vec::new(),
+            sets,
+            writer_set,
         };
         for (sample, result) in samples.iter().zip(results) {
             let source = sample.source.to_string();
@@ -135,6 +144,7 @@ impl ImageCache {
         writers: Vec<String>,
         images: Vec<(SampleMeta, Vec<f32>)>,
     ) -> Result<Self, DataError> {
+        let writer_set = vec![0; writers.len()];
         let mut cache = ImageCache {
             height,
             width,
@@ -143,6 +153,8 @@ impl ImageCache {
             writers,
             sources: Vec::new(),
             skipped: Vec::new(),
+            sets: vec!["in-memory".to_string()],
+            writer_set,
         };
         for (index, (meta, map)) in images.into_iter().enumerate() {
             if map.len() != height * width {
@@ -170,6 +182,27 @@ impl ImageCache {
     pub fn image(&self, index: usize) -> &[f32] {
         let size = self.height * self.width;
         &self.pixels[index * size..(index + 1) * size]
+    }
+
+    /// Assigns writers to named sets (in-memory caches start as one set): `writer_set[w]` is
+    /// writer `w`'s index into `sets`.
+    pub fn with_sets(mut self, sets: Vec<String>, writer_set: Vec<usize>) -> Result<Self, DataError> {
+        if writer_set.len() != self.writers.len() || writer_set.iter().any(|&s| s >= sets.len()) {
+            return Err(DataError::Config(format!(
+                "{} set indices for {} writers and {} sets",
+                writer_set.len(),
+                self.writers.len(),
+                sets.len()
+            )));
+        }
+        self.sets = sets;
+        self.writer_set = writer_set;
+        Ok(self)
+    }
+
+    /// The set index of image `index`.
+    pub fn set_of_image(&self, index: usize) -> usize {
+        self.writer_set[self.meta[index].writer]
     }
 
     /// Index of a writer name.

@@ -11,15 +11,18 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, ensure};
-use autograph_shared::dataset::splits::k_fold;
-use autograph_shared::protocol::VerificationMetrics;
+use autograph_shared::adaptive::{COMPARED_REFERENCES, Cohort, RuleComparison, ScoreMethod, compare_rules};
+use autograph_shared::dataset::links::linked_writers;
+use autograph_shared::dataset::splits::{SetSplit, k_fold_per_set, union};
+use autograph_shared::protocol::{VerificationMetrics, embed_samples};
 use burn::config::Config;
 use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::{RunInfo, checkpoint_of, evaluate, load_data};
+use crate::adaptive::{COHORT_SIZE, check_cohort_writers, cohort_samples};
+use crate::bundle::{RunInfo, RunSet, checkpoint_of, evaluate, load_data};
 use crate::eval::EvalArgs;
-use crate::train::{BurnEmbedder, TrainingConfig, percent, resolve_checkpoint, train};
+use crate::train::{BurnEmbedder, StopReason, TrainingConfig, percent, resolve_checkpoint, train};
 
 /// What to train and where.
 #[derive(Debug, Clone)]
@@ -41,8 +44,50 @@ pub struct FoldResult {
     pub validation_writers: usize,
     pub test_writers: Vec<String>,
     pub best_epoch: Option<usize>,
+    /// All test writers together, thresholds from all validation writers.
     pub test: VerificationMetrics,
+    /// Each data set on its own: its test writers, thresholds from its validation writers
+    /// (empty for a single set: `test` is that set).
+    #[serde(default)]
+    pub per_set: Vec<SetResult>,
     pub run_dir: PathBuf,
+}
+
+/// One data set's test figures in one fold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetResult {
+    pub set: String,
+    pub test_writers: usize,
+    pub test: VerificationMetrics,
+    /// Every decision rule (nearest, z/t/s-norm, per-writer classifier) at R = 1, 3, 5, 10 on
+    /// this set's test writers, thresholds from its validation writers, the cohort from the
+    /// fold's training writers (see [`crate::adaptive`]).
+    #[serde(default)]
+    pub rules: Option<RuleComparison>,
+}
+
+/// One data set's figures over folds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetSummary {
+    pub set: String,
+    pub skilled_eer: Option<MeanStd>,
+    pub random_eer: Option<MeanStd>,
+    /// Per scoring method and R: test EERs and the rates at the validation EER threshold, over folds.
+    #[serde(default)]
+    pub rules: Vec<RuleSummary>,
+}
+
+/// One scoring method at one R on one data set, over folds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuleSummary {
+    pub method: ScoreMethod,
+    pub references: usize,
+    pub skilled_eer: Option<MeanStd>,
+    pub random_eer: Option<MeanStd>,
+    /// Skilled forgeries accepted and genuine signatures rejected at the threshold calibrated
+    /// on validation writers (the skilled-forgery EER point), on test writers.
+    pub skilled_far_at_validation_threshold: Option<MeanStd>,
+    pub frr_at_validation_threshold: Option<MeanStd>,
 }
 
 /// Mean and sample standard deviation (n − 1) of a figure over folds.
@@ -77,6 +122,12 @@ pub struct KFoldReport {
     pub folds: Vec<FoldResult>,
     pub skilled_eer: Option<MeanStd>,
     pub random_eer: Option<MeanStd>,
+    /// Per data set, when the run had several.
+    #[serde(default)]
+    pub per_set: Vec<SetSummary>,
+    /// Wall-clock seconds of training over all folds run by this call (resumed folds add little).
+    #[serde(default)]
+    pub training_seconds: f64,
     pub training_config: serde_json::Value,
 }
 
@@ -85,20 +136,23 @@ pub fn run_kfold(data: &[PathBuf], options: &KFoldOptions, device: &Device) -> R
     options.config.validate()?;
     ensure!(options.folds >= 2, "--kfold needs at least 2 folds");
     let dataset = load_data(data)?;
-    let writers = dataset.writers();
+    let sets = dataset.writers_by_set();
+    let smallest = sets.iter().map(|(_, w)| w.len()).min().unwrap_or(0);
     ensure!(
-        writers.len() >= options.folds * 2,
-        "{} writers cannot make {} folds with at least 2 test writers each",
-        writers.len(),
+        smallest >= options.folds * 2,
+        "a data set with {smallest} writers cannot make {} folds with at least 2 test writers each",
         options.folds
     );
-    let splits = k_fold(&writers, options.folds, options.validation, options.seed);
-    if let Some(small) = splits.iter().map(|s| s.validation.len()).min().filter(|&n| n < 2) {
+    let fold_splits: Vec<Vec<SetSplit>> =
+        k_fold_per_set(&sets, &linked_writers(&dataset), options.folds, options.validation, options.seed);
+    let splits: Vec<_> = fold_splits.iter().map(|f| union(f)).collect();
+    if let Some(small) = fold_splits.iter().flatten().map(|s| s.split.validation.len()).min().filter(|&n| n < 2) {
         anyhow::bail!(
-            "a fold would have {small} validation writer(s); thresholds need at least 2 (random forgeries are \
-             other writers' signatures): use more writers or a larger validation share"
+            "a fold would have {small} validation writer(s) in a data set; thresholds need at least 2 (random \
+             forgeries are other writers' signatures): use more writers or a larger validation share"
         );
     }
+    let started = std::time::Instant::now();
     let references = options.config.validation_references;
     let mut folds = Vec::with_capacity(splits.len());
     for (i, split) in splits.iter().enumerate() {
@@ -129,11 +183,19 @@ pub fn run_kfold(data: &[PathBuf], options: &KFoldOptions, device: &Device) -> R
                 dataset: dataset.name.clone(),
                 content_hash: dataset.content_hash.clone(),
                 split: split.clone(),
+                sets: RunSet::of(&dataset, &fold_splits[i]),
             }
             .save(&run_dir)?;
         }
         let outcome = train(&options.config, &dataset, split, &run_dir, device, resume)
             .with_context(|| format!("training fold {}", i + 1))?;
+        if outcome.stopped == StopReason::Interrupted {
+            anyhow::bail!(
+                "fold {} interrupted: its run in {} is resumable; run the same command again to continue",
+                i + 1,
+                run_dir.display()
+            );
+        }
         let mut embedder = BurnEmbedder::from_checkpoint(&checkpoint_of(&run_dir), device)?;
         let label = format!("fold {}: testing", i + 1);
         let evaluation = evaluate(&mut embedder, &dataset, split, &options.config.preprocess, references, &label)?;
@@ -145,6 +207,37 @@ pub fn run_kfold(data: &[PathBuf], options: &KFoldOptions, device: &Device) -> R
             percent(evaluation.test.random.map(|m| m.eer)),
             outcome.best_epoch.map_or_else(|| "-".into(), |e| e.to_string())
         );
+        let mut per_set = Vec::new();
+        let cohort = fold_cohort(&mut embedder, &dataset, split, &options.config.preprocess)?;
+        for set in &fold_splits[i] {
+            let label = format!("fold {}: testing {}", i + 1, set.set);
+            let e = evaluate(&mut embedder, &dataset, &set.split, &options.config.preprocess, references, &label)?;
+            let rules = compare_rules(&e.validation_embedded, &e.test_embedded, &cohort, &COMPARED_REFERENCES, 7);
+            eprintln!(
+                "fold {}: {}: test EER skilled {}, random {} ({} test writers)",
+                i + 1,
+                set.set,
+                percent(e.test.skilled.map(|m| m.eer)),
+                percent(e.test.random.map(|m| m.eer)),
+                set.split.test.len()
+            );
+            for row in rules.rows.iter().filter(|r| r.references == references) {
+                eprintln!(
+                    "fold {}: {}: {:<10} R={references} test EER skilled {}, random {}",
+                    i + 1,
+                    set.set,
+                    row.method.name(),
+                    percent(row.skilled_eer()),
+                    percent(row.random_eer())
+                );
+            }
+            per_set.push(SetResult {
+                set: set.set.clone(),
+                test_writers: set.split.test.len(),
+                test: e.test,
+                rules: Some(rules),
+            });
+        }
         folds.push(FoldResult {
             fold: i + 1,
             train_writers: split.train.len(),
@@ -152,6 +245,7 @@ pub fn run_kfold(data: &[PathBuf], options: &KFoldOptions, device: &Device) -> R
             test_writers: split.test.clone(),
             best_epoch: outcome.best_epoch,
             test: evaluation.test,
+            per_set,
             run_dir,
         });
     }
@@ -173,11 +267,76 @@ pub fn run_kfold(data: &[PathBuf], options: &KFoldOptions, device: &Device) -> R
         references,
         skilled_eer: MeanStd::of(&eers(|m| m.skilled.map(|s| s.eer))),
         random_eer: MeanStd::of(&eers(|m| m.random.map(|r| r.eer))),
+        per_set: summarise_sets(&folds),
+        training_seconds: started.elapsed().as_secs_f64(),
         folds,
         training_config: serde_json::from_str(&burn::config::config_to_json(&options.config))?,
     };
     write(&report, &options.out)?;
     Ok(report)
+}
+
+/// The fold's cohort: templates of its training writers (all sets), never its held-out ones.
+fn fold_cohort(
+    embedder: &mut dyn autograph_shared::protocol::Embedder,
+    dataset: &autograph_shared::dataset::Dataset,
+    split: &autograph_shared::dataset::splits::WriterSplit,
+    preprocess: &autograph_shared::PreprocessConfig,
+) -> Result<Cohort> {
+    let samples = cohort_samples(dataset, split, COHORT_SIZE)?;
+    let (embedded, _) = embed_samples(embedder, &samples, preprocess, 32, &mut |_| {})?;
+    check_cohort_writers(embedded.iter().map(|s| s.writer.as_str()), split)?;
+    Ok(Cohort::from_samples(&embedded, COHORT_SIZE, 7)?)
+}
+
+/// Mean ± std per data set over the folds' per-set results, in first-seen order.
+fn summarise_sets(folds: &[FoldResult]) -> Vec<SetSummary> {
+    let mut names: Vec<&str> = Vec::new();
+    for r in folds.iter().flat_map(|f| &f.per_set) {
+        if !names.contains(&r.set.as_str()) {
+            names.push(&r.set);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let of = |pick: fn(&VerificationMetrics) -> Option<f64>| -> Vec<f64> {
+                folds.iter().flat_map(|f| &f.per_set).filter(|r| r.set == name).filter_map(|r| pick(&r.test)).collect()
+            };
+            let results: Vec<&SetResult> = folds.iter().flat_map(|f| &f.per_set).filter(|r| r.set == name).collect();
+            let mut rules = Vec::new();
+            if let Some(first) = results.iter().find_map(|r| r.rules.as_ref()) {
+                for row in &first.rows {
+                    let of_rows = |pick: &dyn Fn(&VerificationMetrics) -> Option<f64>| -> Option<MeanStd> {
+                        let v: Vec<f64> = results
+                            .iter()
+                            .filter_map(|r| r.rules.as_ref())
+                            .flat_map(|c| &c.rows)
+                            .filter(|x| x.method == row.method && x.references == row.references)
+                            .filter_map(|x| pick(&x.test))
+                            .collect();
+                        MeanStd::of(&v)
+                    };
+                    rules.push(RuleSummary {
+                        method: row.method,
+                        references: row.references,
+                        skilled_eer: of_rows(&|m| m.skilled.map(|s| s.eer)),
+                        random_eer: of_rows(&|m| m.random.map(|r| r.eer)),
+                        skilled_far_at_validation_threshold: of_rows(&|m| {
+                            m.skilled.map(|s| s.at_validation_eer_threshold.far)
+                        }),
+                        frr_at_validation_threshold: of_rows(&|m| m.skilled.map(|s| s.at_validation_eer_threshold.frr)),
+                    });
+                }
+            }
+            SetSummary {
+                set: name.to_string(),
+                skilled_eer: MeanStd::of(&of(|m| m.skilled.map(|s| s.eer))),
+                random_eer: MeanStd::of(&of(|m| m.random.map(|r| r.eer))),
+                rules,
+            }
+        })
+        .collect()
 }
 
 fn write(report: &KFoldReport, out: &Path) -> Result<()> {
@@ -223,6 +382,52 @@ pub fn markdown(report: &KFoldReport) -> String {
         mean_std(report.skilled_eer),
         mean_std(report.random_eer)
     );
+    if !report.per_set.is_empty() {
+        let _ =
+            writeln!(md, "\nEach data set on its own (its test writers, thresholds from its validation writers):\n");
+        let _ = writeln!(md, "| Data set | Skilled EER | Random EER | per fold (skilled) |");
+        let _ = writeln!(md, "|---|---|---|---|");
+        for set in &report.per_set {
+            let per_fold: Vec<String> = report
+                .folds
+                .iter()
+                .flat_map(|f| &f.per_set)
+                .filter(|r| r.set == set.set)
+                .map(|r| pct(r.test.skilled.map(|s| s.eer)))
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                set.set,
+                mean_std(set.skilled_eer),
+                mean_std(set.random_eer),
+                per_fold.join(", ")
+            );
+        }
+    }
+    for set in report.per_set.iter().filter(|s| !s.rules.is_empty()) {
+        let _ = writeln!(
+            md,
+            "\nDecision rules on {} (test writers; thresholds from validation writers; cohort from training \
+             writers; mean ± std over folds):\n",
+            set.set
+        );
+        let _ = writeln!(md, "| Rule | R | Skilled EER | Random EER | Skilled FAR @ val. thr. | FRR @ val. thr. |");
+        let _ = writeln!(md, "|---|---|---|---|---|---|");
+        for r in &set.rules {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} |",
+                r.method.name(),
+                r.references,
+                mean_std(r.skilled_eer),
+                mean_std(r.random_eer),
+                mean_std(r.skilled_far_at_validation_threshold),
+                mean_std(r.frr_at_validation_threshold)
+            );
+        }
+    }
+    let _ = writeln!(md, "\nTraining time over the folds: {:.0} s on this machine.", report.training_seconds);
     md
 }
 

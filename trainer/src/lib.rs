@@ -1,9 +1,11 @@
 //! `autograph-trainer`: learns the signature embedding network with burn, exports the model
 //! bundle (ONNX f32 + int8 + manifest) and fetches data sets.
 
+pub mod adaptive;
 pub mod augment;
 pub mod bundle;
 pub mod data;
+pub mod dynamic;
 pub mod eval;
 pub mod export;
 pub mod fetch;

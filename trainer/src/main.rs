@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use autograph_shared::dataset::splits::split_writers;
 use autograph_shared::dataset::{self, Dataset};
-use autograph_trainer::bundle::{self, RunInfo};
+use autograph_trainer::bundle::{self, RunInfo, RunSet};
 use autograph_trainer::fetch;
+use autograph_trainer::loss::Mining;
+use autograph_trainer::sampler::SetMix;
 use autograph_trainer::train::{LossKind, TrainingConfig};
 use burn::config::Config;
 
@@ -48,6 +49,7 @@ enum Command {
     /// The whole job on a CPU in one command: find data, train a small model, export, quantize,
     /// evaluate on held-out writers, and enrol and verify them through the kiosk runtime.
     Quickstart(autograph_trainer::quickstart::QuickstartArgs),
+    EvalDynamic(autograph_trainer::dynamic::DynamicArgs),
 }
 
 #[derive(Args, Debug)]
@@ -94,6 +96,28 @@ enum LossArg {
     Triplet,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum MiningArg {
+    Hard,
+    SemiHard,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum SetMixArg {
+    Writers,
+    Balanced,
+}
+
+/// `HxW`, both positive.
+fn parse_size(text: &str) -> Result<(u32, u32), String> {
+    let (h, w) = text.split_once(['x', 'X']).ok_or_else(|| format!("expected HxW (e.g. 96x192), got {text:?}"))?;
+    let parse = |v: &str| v.trim().parse::<u32>().ok().filter(|&n| n > 0);
+    match (parse(h), parse(w)) {
+        (Some(h), Some(w)) => Ok((h, w)),
+        _ => Err(format!("expected two positive numbers HxW, got {text:?}")),
+    }
+}
+
 #[derive(Args, Debug)]
 struct TrainArgs {
     /// Data set directory (comma-separated or repeated for several, trained as one); defaults
@@ -124,6 +148,23 @@ struct TrainArgs {
     /// Turn augmentation off.
     #[arg(long)]
     no_augment: bool,
+    /// Triplet mining: hard (batch-hard: farthest positive, closest negative per anchor, skilled
+    /// forgeries of the anchor's writer included) or semi-hard.
+    #[arg(long, value_enum)]
+    mining: Option<MiningArg>,
+    /// With several data sets: draw batch writers uniformly over all writers (writers) or a
+    /// set first, then a writer (balanced).
+    #[arg(long, value_enum)]
+    set_mix: Option<SetMixArg>,
+    /// Channels of the network's conv blocks, comma-separated (e.g. 32,64,128,256).
+    #[arg(long, value_delimiter = ',')]
+    channels: Option<Vec<usize>>,
+    /// Conv layers per block (1 or 2 tried; see docs/evaluation.md).
+    #[arg(long)]
+    convs_per_block: Option<usize>,
+    /// Input size HxW of the network and the preprocessing (e.g. 96x192).
+    #[arg(long, value_parser = parse_size)]
+    input: Option<(u32, u32)>,
     /// Seed of the split, initialisation, sampling and augmentation.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -244,6 +285,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::CheckBundle(args) => check_bundle(args),
         Command::Eval(args) => autograph_trainer::eval::run_cli(args),
         Command::Quickstart(args) => autograph_trainer::quickstart::run_cli(args),
+        Command::EvalDynamic(args) => autograph_trainer::dynamic::run_cli(args),
     }
 }
 
@@ -350,6 +392,30 @@ fn training_config(args: &TrainArgs) -> Result<TrainingConfig> {
     if args.no_augment {
         config.augment = false;
     }
+    if let Some(mining) = args.mining {
+        config.mining = match mining {
+            MiningArg::Hard => Mining::Hard,
+            MiningArg::SemiHard => Mining::SemiHard,
+        };
+    }
+    if let Some(mix) = args.set_mix {
+        config.set_mix = match mix {
+            SetMixArg::Writers => SetMix::Writers,
+            SetMixArg::Balanced => SetMix::Balanced,
+        };
+    }
+    if let Some(channels) = &args.channels {
+        config.model.channels = channels.clone();
+    }
+    if let Some(convs) = args.convs_per_block {
+        config.model.convs_per_block = convs;
+    }
+    if let Some((height, width)) = args.input {
+        config.model.height = height as usize;
+        config.model.width = width as usize;
+        config.preprocess.height = height;
+        config.preprocess.width = width;
+    }
     if let Some(from) = &args.init_from {
         config.init_from = Some(from.clone());
     }
@@ -362,7 +428,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
     let config = training_config(&args)?;
     let device = device(args.device)?;
     let dataset = bundle::load_data(&args.data)?;
-    let split = if args.resume {
+    let (split, sets) = if args.resume {
         let info = RunInfo::load(&args.out)?;
         anyhow::ensure!(
             info.content_hash == dataset.content_hash,
@@ -371,10 +437,22 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
             info.content_hash,
             dataset.content_hash
         );
-        info.split
+        (info.split, info.sets)
     } else {
-        split_writers(&dataset.writers(), args.validation, args.test, args.seed)
+        let (split, per_set) = bundle::split_data(&dataset, args.validation, args.test, args.seed);
+        (split, RunSet::of(&dataset, &per_set))
     };
+    if sets.len() > 1 {
+        for set in &sets {
+            eprintln!(
+                "  {}: train {}, validation {}, test {}",
+                set.name,
+                set.split.train.len(),
+                set.split.validation.len(),
+                set.split.test.len()
+            );
+        }
+    }
     eprintln!(
         "{}: {} writers -> train {}, validation {}, test {} (writer-disjoint, seed {})",
         dataset.name,
@@ -389,6 +467,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         dataset: dataset.name.clone(),
         content_hash: dataset.content_hash.clone(),
         split: split.clone(),
+        sets,
     };
     info.save(&args.out)?;
     let outcome = autograph_trainer::train::train(&config, &dataset, &split, &args.out, &device, args.resume)?;

@@ -30,6 +30,11 @@ pub struct ModelConfig {
     /// Output channels of each [conv3x3-BN-ReLU-maxpool2x2] block; one block per entry.
     #[config(default = "vec![16, 32, 64, 128]")]
     pub channels: Vec<usize>,
+    /// Conv3x3-BN-ReLU layers per block before its pool (VGG-style depth: 2 doubles the
+    /// receptive field per block without a residual Add, which the int8 graph would not keep
+    /// in integers).
+    #[config(default = 1)]
+    pub convs_per_block: usize,
     /// Embedding dimension d.
     #[config(default = 128)]
     pub embedding_dim: usize,
@@ -47,6 +52,8 @@ pub enum ModelConfigError {
     ZeroChannels,
     #[error("embedding_dim must be positive")]
     ZeroEmbedding,
+    #[error("convs_per_block must be 1 to 4, got {0}")]
+    BadDepth(usize),
     #[error("input {height}x{width} is too small for {blocks} max-pool blocks (needs at least {need}x{need})")]
     InputTooSmall { height: usize, width: usize, blocks: usize, need: usize },
     #[error("norm_eps must be finite and positive, got {0}")]
@@ -64,6 +71,9 @@ impl ModelConfig {
         }
         if self.embedding_dim == 0 {
             return Err(ModelConfigError::ZeroEmbedding);
+        }
+        if !(1..=4).contains(&self.convs_per_block) {
+            return Err(ModelConfigError::BadDepth(self.convs_per_block));
         }
         let need = 1usize << self.channels.len().min(usize::BITS as usize - 1);
         if self.height < need || self.width < need {
@@ -86,7 +96,7 @@ impl ModelConfig {
         let mut blocks = Vec::with_capacity(self.channels.len());
         let mut in_channels = 1;
         for &out_channels in &self.channels {
-            blocks.push(ConvBlock::new(in_channels, out_channels, device));
+            blocks.push(ConvBlock::new(in_channels, out_channels, self.convs_per_block, device));
             in_channels = out_channels;
         }
         Ok(EmbeddingNet {
@@ -114,6 +124,10 @@ impl ModelConfig {
         for (block, &out_channels) in model.embedding.blocks.iter_mut().zip(&self.channels) {
             let fan_in = in_channels * 9;
             block.conv.weight = uniform_param([out_channels, in_channels, 3, 3], fan_in, &mut rng, device);
+            for layer in &mut block.extra {
+                layer.conv.weight =
+                    uniform_param([out_channels, out_channels, 3, 3], out_channels * 9, &mut rng, device);
+            }
             in_channels = out_channels;
         }
         reinit_linear(&mut model.embedding.projection, in_channels, self.embedding_dim, &mut rng, device);
@@ -142,30 +156,54 @@ fn reinit_linear(linear: &mut Linear, d_input: usize, d_output: usize, rng: &mut
     }
 }
 
-/// Conv3x3 (same padding, no bias: BatchNorm has one) -> BatchNorm -> ReLU -> MaxPool2x2.
+/// Conv3x3 (same padding, no bias: BatchNorm has one) -> BatchNorm -> ReLU -> MaxPool2x2, with
+/// `convs_per_block - 1` more Conv3x3-BN-ReLU layers before the pool.
 #[derive(Module, Debug)]
 pub struct ConvBlock {
     conv: Conv2d,
     norm: BatchNorm,
     activation: Relu,
+    /// Further conv layers of the block (empty for the one-conv block).
+    extra: Vec<ConvLayer>,
     pool: MaxPool2d,
 }
 
+/// Conv3x3 -> BatchNorm (-> ReLU in the block's forward), same channels in and out.
+#[derive(Module, Debug)]
+pub struct ConvLayer {
+    conv: Conv2d,
+    norm: BatchNorm,
+}
+
+fn conv3x3(in_channels: usize, out_channels: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([in_channels, out_channels], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(false)
+        .init(device)
+}
+
 impl ConvBlock {
-    fn new(in_channels: usize, out_channels: usize, device: &Device) -> Self {
+    fn new(in_channels: usize, out_channels: usize, convs: usize, device: &Device) -> Self {
         Self {
-            conv: Conv2dConfig::new([in_channels, out_channels], [3, 3])
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                .with_bias(false)
-                .init(device),
+            conv: conv3x3(in_channels, out_channels, device),
             norm: BatchNormConfig::new(out_channels).init(device),
             activation: Relu::new(),
+            extra: (1..convs.max(1))
+                .map(|_| ConvLayer {
+                    conv: conv3x3(out_channels, out_channels, device),
+                    norm: BatchNormConfig::new(out_channels).init(device),
+                })
+                .collect(),
             pool: MaxPool2dConfig::new([2, 2]).init(),
         }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.pool.forward(self.activation.forward(self.norm.forward(self.conv.forward(x))))
+        let mut x = self.activation.forward(self.norm.forward(self.conv.forward(x)));
+        for layer in &self.extra {
+            x = self.activation.forward(layer.norm.forward(layer.conv.forward(x)));
+        }
+        self.pool.forward(x)
     }
 }
 

@@ -10,23 +10,27 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use autograph_device::engine::{Bundle, Engine, EngineOptions, precision_name};
-use autograph_device::replay;
-use autograph_device::store::{self, StoreError};
-use autograph_shared::dataset::splits::{WriterSplit, split_writers};
+use autograph_device::commands::enroll::enroll_fitted;
+use autograph_device::commands::{Against, OperatingPointArgs};
+use autograph_device::decision::{Decision, Policy, verify};
+use autograph_device::engine::{Bundle, Engine, EngineOptions, precision_name, rule_name};
+use autograph_device::store;
+use autograph_shared::dataset::splits::WriterSplit;
 use autograph_shared::dataset::{Dataset, Label, Sample};
 use autograph_shared::evaluation::EvaluationReport;
 use autograph_shared::gallery::KioskGallery;
 use burn::prelude::Device;
 use serde::Serialize;
 
-use crate::bundle::{RunInfo, export_bundle, load_data, quantize_bundle};
+use crate::bundle::{RunInfo, RunSet, export_bundle, load_data, quantize_bundle, split_data};
 use crate::eval::{EvalRequest, run as run_eval};
 use crate::train::{TrainingConfig, train};
 
 /// Where quickstart looks for data when neither `--data` nor `AUTOGRAPH_DATA` is given
-/// (relative to the working directory: the shared data beside a checkout).
-pub const FALLBACK_DATA: &str = "../shared/data/svc2004";
+/// (relative to the working directory: the shared data beside a checkout): the three real
+/// signature sets with skilled forgeries, trained on together (those of them that exist).
+pub const FALLBACK_DATA: [&str; 3] =
+    ["../shared/data/bhsig260_hindi", "../shared/data/cedar_half", "../shared/data/svc2004"];
 
 /// Epochs and steps measured to train in about 8 minutes on a 2-core CPU (64×128 inputs,
 /// 16-32-64-128 channels, triplet loss, batches of 8 writers × (6 genuine + 2 forged)).
@@ -35,7 +39,8 @@ pub const STEPS_PER_EPOCH: usize = 60;
 
 /// The message when no data set can be found; says how to get one.
 pub const NO_DATA_HELP: &str = "\
-no data set found: pass --data DIR, set AUTOGRAPH_DATA=DIR, or put one at ../shared/data/svc2004.
+no data set found: pass --data DIR[,DIR...], set AUTOGRAPH_DATA=DIR[,DIR...], or put the data sets at
+../shared/data/{bhsig260_hindi,cedar_half,svc2004}.
 How to get data:
   autograph-train data list             the catalogue of known data sets
   autograph-train data fetch omniglot   downloads Omniglot (MIT licence; needs network)
@@ -46,9 +51,11 @@ laid out as <writer>/genuine/* and <writer>/forged/* works.";
 /// `autograph-train quickstart`.
 #[derive(clap::Args, Debug)]
 pub struct QuickstartArgs {
-    /// Data set directory [default: $AUTOGRAPH_DATA, else ../shared/data/svc2004 if present].
-    #[arg(long)]
-    pub data: Option<PathBuf>,
+    /// Data set directories, comma-separated, trained on together with a split per set
+    /// [default: $AUTOGRAPH_DATA (comma-separated too), else those of
+    /// ../shared/data/{bhsig260_hindi,cedar_half,svc2004} that exist].
+    #[arg(long, value_delimiter = ',')]
+    pub data: Vec<PathBuf>,
     /// Output directory for the run, bundle, report and gallery [default: runs/quickstart, or
     /// runs/quickstart-N if that exists].
     #[arg(long)]
@@ -64,25 +71,30 @@ pub struct QuickstartArgs {
     pub seed: u64,
 }
 
-/// The data set to use: `--data`, else `$AUTOGRAPH_DATA`, else [`FALLBACK_DATA`] if present.
-pub fn find_data(explicit: Option<&Path>, env: Option<PathBuf>) -> Result<PathBuf> {
-    if let Some(path) = explicit {
-        if !path.is_dir() {
-            bail!("--data {}: no such directory\n{NO_DATA_HELP}", path.display());
+/// The data sets to use: `--data`, else `$AUTOGRAPH_DATA` (comma-separated), else those of
+/// [`FALLBACK_DATA`] that exist.
+pub fn find_data(explicit: &[PathBuf], env: Option<std::ffi::OsString>) -> Result<Vec<PathBuf>> {
+    let check = |paths: Vec<PathBuf>, from: &str| -> Result<Vec<PathBuf>> {
+        for path in &paths {
+            if !path.is_dir() {
+                bail!("{from} {}: no such directory\n{NO_DATA_HELP}", path.display());
+            }
         }
-        return Ok(path.to_path_buf());
+        Ok(paths)
+    };
+    if !explicit.is_empty() {
+        return check(explicit.to_vec(), "--data");
     }
-    if let Some(path) = env.filter(|p| !p.as_os_str().is_empty()) {
-        if !path.is_dir() {
-            bail!("AUTOGRAPH_DATA={}: no such directory\n{NO_DATA_HELP}", path.display());
-        }
-        return Ok(path);
+    if let Some(env) = env.filter(|v| !v.is_empty()) {
+        let paths: Vec<PathBuf> =
+            env.to_string_lossy().split(',').filter(|p| !p.is_empty()).map(PathBuf::from).collect();
+        return check(paths, "AUTOGRAPH_DATA:");
     }
-    let fallback = PathBuf::from(FALLBACK_DATA);
-    if fallback.is_dir() {
-        return Ok(fallback);
+    let found: Vec<PathBuf> = FALLBACK_DATA.iter().map(PathBuf::from).filter(|p| p.is_dir()).collect();
+    if found.is_empty() {
+        bail!("{NO_DATA_HELP}")
     }
-    bail!("{NO_DATA_HELP}")
+    Ok(found)
 }
 
 /// The CPU-sized training configuration (the defaults are the quickstart model's shape).
@@ -109,6 +121,8 @@ pub struct KioskOutcome {
     pub threshold: f32,
     /// Which calibration the threshold is from (`skilled` or `random`, EER point).
     pub against: String,
+    /// The bundle's decision rule (`nearest`, `normalised` or `classifier`).
+    pub rule: String,
     pub genuine_accepted: usize,
     pub genuine_rejected: usize,
     /// Genuine probes rejected by the replay guard (counted in `genuine_rejected`).
@@ -121,7 +135,7 @@ pub struct KioskOutcome {
 /// `summary.json` of a quickstart run.
 #[derive(Debug, Clone, Serialize)]
 pub struct QuickstartSummary {
-    pub data: PathBuf,
+    pub data: Vec<PathBuf>,
     pub out: PathBuf,
     pub bundle: PathBuf,
     pub report: PathBuf,
@@ -147,7 +161,7 @@ impl Steps {
 /// Runs every step; the CLI prints the summary.
 pub fn run(args: &QuickstartArgs) -> Result<(QuickstartSummary, EvaluationReport)> {
     let steps = Steps { started: Instant::now(), total: 6 };
-    let data = find_data(args.data.as_deref(), std::env::var_os("AUTOGRAPH_DATA").map(PathBuf::from))?;
+    let data = find_data(&args.data, std::env::var_os("AUTOGRAPH_DATA"))?;
     let out = args.out.clone().unwrap_or_else(fresh_out_dir);
     let (run_dir, bundle_dir, report_dir) = (out.join("run"), out.join("bundle"), out.join("report"));
     if run_dir.join("last").exists() || bundle_dir.exists() {
@@ -156,22 +170,26 @@ pub fn run(args: &QuickstartArgs) -> Result<(QuickstartSummary, EvaluationReport
     let config = config(args.epochs, args.steps_per_epoch, args.seed);
     config.validate()?;
 
-    steps.start(1, &format!("reading {}", data.display()));
-    let dataset = load_data(std::slice::from_ref(&data))?;
-    let split = split_writers(&dataset.writers(), 0.15, 0.2, args.seed);
-    eprintln!(
-        "      {}: {} writers -> train {}, validation {}, test {} (writer-disjoint)",
-        dataset.name,
-        dataset.writers().len(),
-        split.train.len(),
-        split.validation.len(),
-        split.test.len()
-    );
+    let names: Vec<String> = data.iter().map(|d| d.display().to_string()).collect();
+    steps.start(1, &format!("reading {}", names.join(", ")));
+    let dataset = load_data(&data)?;
+    let (split, per_set) = split_data(&dataset, 0.15, 0.2, args.seed);
+    for s in &per_set {
+        eprintln!(
+            "      {}: {} writers -> train {}, validation {}, test {} (writer-disjoint)",
+            s.set,
+            s.split.train.len() + s.split.validation.len() + s.split.test.len(),
+            s.split.train.len(),
+            s.split.validation.len(),
+            s.split.test.len()
+        );
+    }
     RunInfo {
-        data: vec![data.canonicalize().unwrap_or_else(|_| data.clone())],
+        data: data.iter().map(|d| d.canonicalize().unwrap_or_else(|_| d.clone())).collect(),
         dataset: dataset.name.clone(),
         content_hash: dataset.content_hash.clone(),
         split: split.clone(),
+        sets: RunSet::of(&dataset, &per_set),
     }
     .save(&run_dir)?;
 
@@ -189,11 +207,11 @@ pub fn run(args: &QuickstartArgs) -> Result<(QuickstartSummary, EvaluationReport
     export_bundle(&run_dir, &bundle_dir, None, &device)?;
 
     steps.start(4, "quantizing to int8 (calibrated on training writers)");
-    let (manifest, quantized) = quantize_bundle(&bundle_dir, std::slice::from_ref(&data))?;
+    let (manifest, quantized) = quantize_bundle(&bundle_dir, &data)?;
     eprintln!("      {}", quantized.why);
 
     steps.start(5, "evaluating on the held-out test writers (tract f32)");
-    let mut request = EvalRequest::new(bundle_dir.clone(), vec![data.clone()]);
+    let mut request = EvalRequest::new(bundle_dir.clone(), data.clone());
     request.out = Some(report_dir.clone());
     let evaluated = run_eval(&request)?;
 
@@ -202,7 +220,7 @@ pub fn run(args: &QuickstartArgs) -> Result<(QuickstartSummary, EvaluationReport
     let kiosk = kiosk_check(&bundle_dir, &dataset, &split.test, &gallery)?;
 
     let summary = QuickstartSummary {
-        data: data.canonicalize().unwrap_or(data),
+        data: data.iter().map(|d| d.canonicalize().unwrap_or_else(|_| d.clone())).collect(),
         out: out.clone(),
         bundle: bundle_dir,
         report: report_dir.join("report.md"),
@@ -225,17 +243,27 @@ fn template_of(engine: &mut Engine, sample: &Sample) -> Option<autograph_shared:
 }
 
 /// Enrols each test writer's first R genuine signatures (R = the bundle's calibration R, at most
-/// the gallery's capacity) and verifies every other genuine signature and every skilled forgery
-/// of that writer with the bundle's default precision in tract, deciding as `autograph verify`
-/// does: replay guard first, then the skilled-forgery EER threshold.
+/// the gallery's capacity), fitting the writer model against the bundle's cohort as `autograph
+/// enroll` does, and verifies every other genuine signature and every skilled forgery of that
+/// writer with the bundle's default precision in tract, deciding as `autograph verify` does:
+/// replay guard first, then the bundle's rule at its skilled-forgery EER threshold.
 pub fn kiosk_check(bundle_dir: &Path, dataset: &Dataset, writers: &[String], gallery: &Path) -> Result<KioskOutcome> {
     let bundle = Bundle::open(bundle_dir)?;
     let identity = bundle.model_identity();
+    let precision = bundle.precision_or_default(None);
+    let policy = Policy::resolve(
+        &bundle,
+        precision,
+        &OperatingPointArgs { far: None, threshold: None, against: None },
+        Against::Skilled,
+    )?;
+    let cohort = bundle.cohort_arc();
+    let adaptive_config = bundle.adaptive_config();
     let mut engine = Engine::open(bundle, EngineOptions::default())?;
     let calibration = *engine.calibration();
-    let (threshold, against) = match calibration.thresholds.skilled {
-        Some(t) => (t.eer, "skilled"),
-        None => (calibration.thresholds.random.eer, "random"),
+    let against = match policy.point.against {
+        Some(Against::Random) => "random",
+        _ => "skilled",
     };
     let references = calibration.references.clamp(1, KioskGallery::TEMPLATE_CAPACITY);
     let mut out = KioskOutcome {
@@ -243,8 +271,9 @@ pub fn kiosk_check(bundle_dir: &Path, dataset: &Dataset, writers: &[String], gal
         precision: precision_name(engine.precision()).into(),
         gallery: gallery.to_path_buf(),
         references_per_writer: references,
-        threshold,
+        threshold: policy.point.threshold,
         against: against.into(),
+        rule: rule_name(policy.rule).into(),
         ..Default::default()
     };
     let mut probes: Vec<(String, Label, autograph_shared::gallery::Template)> = Vec::new();
@@ -265,7 +294,9 @@ pub fn kiosk_check(bundle_dir: &Path, dataset: &Dataset, writers: &[String], gal
             continue;
         }
         let now = now_unix();
-        store::update(gallery, &identity, |g| g.enroll(writer, &templates, now, true).map_err(StoreError::from))?;
+        store::update(gallery, &identity, |g| {
+            enroll_fitted(g, writer, &templates, now, true, cohort.as_deref(), &adaptive_config).map(|_| ())
+        })?;
         out.writers_enrolled += 1;
         let forged = dataset.samples.iter().filter(|s| &s.writer == writer && s.label == Label::Forged);
         for s in genuine[references..].iter().copied().chain(forged) {
@@ -278,14 +309,13 @@ pub fn kiosk_check(bundle_dir: &Path, dataset: &Dataset, writers: &[String], gal
     // Verify against the gallery as stored on disk (what a later `autograph verify` would read).
     let stored = store::load(gallery, Some(&identity))?;
     for (writer, label, probe) in &probes {
-        let Some(entry) = stored.get(writer) else { continue };
-        let guard = replay::check(entry.templates(), probe, calibration.replay_similarity);
-        let accepted = !guard.possible_replay && entry.score(probe) >= threshold;
+        let v = verify(&stored, writer, probe, &policy);
+        let accepted = v.decision == Decision::Accepted;
         match (label, accepted) {
             (Label::Genuine, true) => out.genuine_accepted += 1,
             (Label::Genuine, false) => {
                 out.genuine_rejected += 1;
-                out.genuine_flagged_as_replay += usize::from(guard.possible_replay);
+                out.genuine_flagged_as_replay += usize::from(v.decision == Decision::PossibleReplay);
             }
             (Label::Forged, true) => out.forgeries_accepted += 1,
             (Label::Forged, false) => out.forgeries_rejected += 1,
@@ -314,7 +344,7 @@ pub fn summary_text(summary: &QuickstartSummary, report: &EvaluationReport) -> S
         format!("quickstart finished in {} (training {})", minutes(summary.seconds), minutes(summary.seconds_training)),
         format!(
             "  data       {} ({} test writers held out from training and calibration)",
-            summary.data.display(),
+            summary.data.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
             summary.split.test.len()
         ),
         format!("  bundle     {} (kiosk default precision {})", summary.bundle.display(), summary.default_precision),
@@ -326,8 +356,8 @@ pub fn summary_text(summary: &QuickstartSummary, report: &EvaluationReport) -> S
             primary.and_then(|m| m.skilled).map_or_else(|| "n/a".into(), |s| format!("{:.3}", s.auc))
         ),
         format!(
-            "  kiosk      {} writers enrolled ({} references each, {} {}), threshold {:.4} ({} EER point):",
-            k.writers_enrolled, k.references_per_writer, k.runtime, k.precision, k.threshold, k.against
+            "  kiosk      {} writers enrolled ({} references each, {} {}), {} rule, threshold {:.4} ({} EER point):",
+            k.writers_enrolled, k.references_per_writer, k.runtime, k.precision, k.rule, k.threshold, k.against
         ),
         format!(
             "             held-out genuine {} accepted / {} rejected ({} accepted); skilled forgeries {} accepted / {} rejected ({} rejected)",

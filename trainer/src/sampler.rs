@@ -18,6 +18,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// How a batch's writers are drawn when training on several data sets at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SetMix {
+    /// Every training writer equally likely: a set is seen in proportion to its writers.
+    Writers,
+    /// Every set equally likely for each writer slot of a batch: a 26-writer set is seen as
+    /// often as a 100-writer one (its writers more often each).
+    Balanced,
+}
 
 /// What the sampler needs to know about one image of the data set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +77,8 @@ pub struct Pair {
 #[derive(Debug, Clone)]
 struct WriterPool {
     writer: usize,
+    /// Index of the writer's data set (0 unless [`WriterSampler::with_sets`] said otherwise).
+    set: usize,
     genuine: Vec<usize>,
     forged: Vec<usize>,
 }
@@ -74,6 +88,9 @@ struct WriterPool {
 pub struct WriterSampler {
     pools: Vec<WriterPool>,
     rng: ChaCha8Rng,
+    mix: SetMix,
+    /// Pool indices per set, for [`SetMix::Balanced`].
+    set_pools: Vec<Vec<usize>>,
 }
 
 impl WriterSampler {
@@ -86,6 +103,7 @@ impl WriterSampler {
             }
             let pool = by_writer.entry(meta.writer).or_insert_with(|| WriterPool {
                 writer: meta.writer,
+                set: 0,
                 genuine: Vec::new(),
                 forged: Vec::new(),
             });
@@ -99,7 +117,47 @@ impl WriterSampler {
         if pools.len() < 2 {
             return Err(SamplerError::TooFewWriters { usable: pools.len() });
         }
-        Ok(Self { pools, rng: ChaCha8Rng::seed_from_u64(seed) })
+        let set_pools = vec![(0..pools.len()).collect()];
+        Ok(Self { pools, rng: ChaCha8Rng::seed_from_u64(seed), mix: SetMix::Writers, set_pools })
+    }
+
+    /// Tells the sampler which data set each writer comes from (`writer_set[writer index]`) and
+    /// how to mix the sets in a batch. Writers missing from `writer_set` count as set 0.
+    pub fn with_sets(mut self, writer_set: &[usize], mix: SetMix) -> Self {
+        for pool in &mut self.pools {
+            pool.set = writer_set.get(pool.writer).copied().unwrap_or(0);
+        }
+        let sets = self.pools.iter().map(|p| p.set + 1).max().unwrap_or(1);
+        self.set_pools = (0..sets)
+            .map(|set| (0..self.pools.len()).filter(|&i| self.pools[i].set == set).collect::<Vec<_>>())
+            .filter(|pools| !pools.is_empty())
+            .collect();
+        self.mix = mix;
+        self
+    }
+
+    /// Whether batches draw a set first, then a writer in it.
+    fn balanced(&self) -> bool {
+        self.mix == SetMix::Balanced && self.set_pools.len() > 1
+    }
+
+    /// `count` distinct pool indices (all pools if fewer): uniformly over writers, or, balanced,
+    /// a uniformly chosen set (among those with writers left) then a writer of it per slot.
+    fn choose_pools(&mut self, count: usize) -> Vec<usize> {
+        if !self.balanced() {
+            let mut order: Vec<usize> = (0..self.pools.len()).collect();
+            let (chosen, _) = order.partial_shuffle(&mut self.rng, count);
+            return chosen.to_vec();
+        }
+        let mut left: Vec<Vec<usize>> = self.set_pools.clone();
+        let mut chosen = Vec::with_capacity(count);
+        while chosen.len() < count {
+            let open: Vec<usize> = (0..left.len()).filter(|&s| !left[s].is_empty()).collect();
+            let Some(&set) = open.choose(&mut self.rng) else { break };
+            let at = self.rng.random_range(0..left[set].len());
+            chosen.push(left[set].swap_remove(at));
+        }
+        chosen
     }
 
     /// Restarts the random stream (the trainer reseeds at every step so resume is exact).
@@ -129,9 +187,7 @@ impl WriterSampler {
         if writers == 0 || genuine == 0 {
             return Err(SamplerError::EmptyBatch { writers, genuine });
         }
-        let mut order: Vec<usize> = (0..self.pools.len()).collect();
-        let (chosen, _) = order.partial_shuffle(&mut self.rng, writers);
-        let chosen = chosen.to_vec();
+        let chosen = self.choose_pools(writers);
         let mut batch = ImageBatch::default();
         for pool_index in chosen {
             let pool = &self.pools[pool_index];
@@ -154,7 +210,7 @@ impl WriterSampler {
         let positives = count.div_ceil(2);
         let mut pairs = Vec::with_capacity(count);
         for i in 0..count {
-            let w = self.rng.random_range(0..self.pools.len());
+            let w = if self.balanced() { self.choose_pools(1)[0] } else { self.rng.random_range(0..self.pools.len()) };
             let pool = &self.pools[w];
             let mut two = pool.genuine.choose_multiple(&mut self.rng, 2);
             let (Some(&a), Some(&b)) = (two.next(), two.next()) else {
@@ -226,6 +282,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn balanced_mix_draws_each_set_equally_and_proportional_mix_by_writers() {
+        // 12 training writers: 10 in set 0, 2 in set 1.
+        let mut samples = Vec::new();
+        for writer in 0..12 {
+            for _ in 0..4 {
+                samples.push(SampleMeta { writer, forged: false });
+            }
+        }
+        let train: BTreeSet<usize> = (0..12).collect();
+        let writer_set: Vec<usize> = (0..12).map(|w| usize::from(w >= 10)).collect();
+        let share_of_small_set = |mix: SetMix| {
+            let mut sampler = WriterSampler::new(&samples, &train, 5).expect("builds").with_sets(&writer_set, mix);
+            let (mut small, mut all) = (0usize, 0usize);
+            for step in 0..400 {
+                sampler.reseed(step);
+                let batch = sampler.writer_batch(2, 2, 0).expect("batch");
+                let writers: BTreeSet<usize> = batch.writers.iter().copied().collect();
+                assert_eq!(writers.len(), 2, "distinct writers");
+                small += writers.iter().filter(|&&w| w >= 10).count();
+                all += writers.len();
+            }
+            small as f64 / all as f64
+        };
+        let balanced = share_of_small_set(SetMix::Balanced);
+        let proportional = share_of_small_set(SetMix::Writers);
+        assert!((balanced - 0.5).abs() < 0.06, "balanced share {balanced}");
+        assert!((proportional - 2.0 / 12.0).abs() < 0.05, "proportional share {proportional}");
+        // Once the small set is used up, a balanced batch takes the rest from the large one.
+        let mut sampler =
+            WriterSampler::new(&samples, &train, 5).expect("builds").with_sets(&writer_set, SetMix::Balanced);
+        let batch = sampler.writer_batch(12, 2, 0).expect("batch");
+        let writers: BTreeSet<usize> = batch.writers.iter().copied().collect();
+        assert_eq!(writers, (0..12).collect::<BTreeSet<usize>>());
     }
 
     #[test]

@@ -44,7 +44,7 @@ use crate::augment::AugmentConfig;
 use crate::data::{ImageCache, maps_to_tensor};
 use crate::loss::{BatchLabels, Mining, bce_with_logits, contrastive_loss, triplet_loss};
 use crate::model::{EmbeddingNet, ModelConfig, SiameseModel};
-use crate::sampler::{WriterSampler, derive_seed};
+use crate::sampler::{SetMix, WriterSampler, derive_seed};
 
 /// Which loss trains the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +125,9 @@ pub struct TrainingConfig {
     /// Skilled forgeries per writer in a triplet batch (where the data set has them).
     #[config(default = 2)]
     pub forgeries_per_writer: usize,
+    /// With several data sets: draw batch writers uniformly over all writers, or over sets first.
+    #[config(default = "SetMix::Writers")]
+    pub set_mix: SetMix,
     /// Pairs per batch for the contrastive and BCE losses.
     #[config(default = 32)]
     pub pairs_per_batch: usize,
@@ -252,9 +255,13 @@ pub struct EpochMetrics {
     pub loss: f64,
     /// Learning rate of the epoch's last step.
     pub lr: f64,
+    /// Validation EERs; with several data sets, the mean over sets (each set weighs the same).
     pub val_eer_skilled: Option<f64>,
     pub val_eer_random: Option<f64>,
-    /// The figure that selects the best checkpoint.
+    /// Validation EERs of each data set (one entry for a single set).
+    #[serde(default)]
+    pub val_sets: Vec<SetValidation>,
+    /// The figure that selects the best checkpoint: the selection figure averaged over sets.
     pub val_score: Option<f64>,
     pub images_per_second: f64,
     pub seconds: f64,
@@ -289,6 +296,14 @@ pub struct TrainingOutcome {
     pub images_per_second: f64,
 }
 
+/// Validation EERs on one data set's validation writers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetValidation {
+    pub set: String,
+    pub skilled: Option<f64>,
+    pub random: Option<f64>,
+}
+
 /// Validation figures of one model.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ValidationEers {
@@ -297,7 +312,8 @@ pub struct ValidationEers {
 }
 
 impl ValidationEers {
-    fn score(&self, selection: Selection) -> Option<f64> {
+    /// The figure [`Selection`] picks (lower is better).
+    pub fn score(&self, selection: Selection) -> Option<f64> {
         match selection {
             Selection::Skilled => self.skilled.or(self.random),
             Selection::Random => self.random,
@@ -403,8 +419,9 @@ pub fn train_on_cache(
         let val: BTreeSet<usize> = split.validation.iter().filter_map(|w| cache.writer_index(w)).collect();
         (0..cache.len()).filter(|&i| val.contains(&cache.meta[i].writer)).collect()
     };
-    let mut sampler =
-        WriterSampler::new(&cache.meta, &train_writers, config.seed).context("cannot sample training batches")?;
+    let mut sampler = WriterSampler::new(&cache.meta, &train_writers, config.seed)
+        .context("cannot sample training batches")?
+        .with_sets(&cache.writer_set, config.set_mix);
     if validation_images.is_empty() {
         log::warn!("no validation images: the last checkpoint will stand in for the best one");
     }
@@ -509,12 +526,12 @@ pub fn train_on_cache(
         }
 
         // Epoch complete: validate, log, checkpoint.
-        let eers = if validation_images.is_empty() {
-            None
+        let per_set = if validation_images.is_empty() {
+            Vec::new()
         } else {
-            Some(validate(&model.embedding, cache, &validation_images, config, &eval_device)?)
+            validate_per_set(&model.embedding, cache, &validation_images, config, &eval_device)?
         };
-        let score = eers.and_then(|e| e.score(config.selection));
+        let (eers, score) = combine_sets(&per_set, config.selection);
         let improved = match (score, state.best_score) {
             (Some(s), Some(best)) => s < best,
             (Some(_), None) => true,
@@ -527,14 +544,25 @@ pub fn train_on_cache(
             lr,
             val_eer_skilled: eers.and_then(|e| e.skilled),
             val_eer_random: eers.and_then(|e| e.random),
+            val_sets: per_set,
             val_score: score,
             images_per_second: acc.images as f64 / acc.seconds.max(1e-9),
             seconds: acc.seconds,
             skipped_steps: acc.skipped_steps,
             improved,
         };
+        let per_set_summary = if metrics.val_sets.len() > 1 {
+            let sets: Vec<String> = metrics
+                .val_sets
+                .iter()
+                .map(|v| format!("{} {}/{}", v.set, percent(v.skilled), percent(v.random)))
+                .collect();
+            format!(" ({})", sets.join(", "))
+        } else {
+            String::new()
+        };
         let summary = format!(
-            "loss {:.4} · val EER skilled {} random {} · {:.0} img/s{}",
+            "loss {:.4} · val EER skilled {} random {}{per_set_summary} · {:.0} img/s{}",
             metrics.loss,
             percent(metrics.val_eer_skilled),
             percent(metrics.val_eer_random),
@@ -697,6 +725,48 @@ pub fn validate(
     Ok(ValidationEers { skilled: eer(&scores.skilled), random: eer(&scores.random) })
 }
 
+/// [`validate`] on each data set's validation writers separately (a set's EER is never diluted
+/// by another set's easier or harder writers), in the cache's set order; sets without
+/// validation images are left out.
+pub fn validate_per_set(
+    model: &EmbeddingNet,
+    cache: &ImageCache,
+    images: &[usize],
+    config: &TrainingConfig,
+    device: &Device,
+) -> Result<Vec<SetValidation>> {
+    let mut out = Vec::new();
+    for (set, name) in cache.sets.iter().enumerate() {
+        let mine: Vec<usize> = images.iter().copied().filter(|&i| cache.set_of_image(i) == set).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let eers = validate(model, cache, &mine, config, device)?;
+        out.push(SetValidation { set: name.clone(), skilled: eers.skilled, random: eers.random });
+    }
+    Ok(out)
+}
+
+/// Mean EERs over sets, and the selection score: each set's [`ValidationEers::score`] averaged
+/// over the sets that have one. `None`s when nothing was validated.
+pub fn combine_sets(per_set: &[SetValidation], selection: Selection) -> (Option<ValidationEers>, Option<f64>) {
+    if per_set.is_empty() {
+        return (None, None);
+    }
+    let mean = |values: Vec<f64>| (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
+    let eers = ValidationEers {
+        skilled: mean(per_set.iter().filter_map(|v| v.skilled).collect()),
+        random: mean(per_set.iter().filter_map(|v| v.random).collect()),
+    };
+    let score = mean(
+        per_set
+            .iter()
+            .filter_map(|v| ValidationEers { skilled: v.skilled, random: v.random }.score(selection))
+            .collect(),
+    );
+    (Some(eers), score)
+}
+
 /// The raw verification scores behind [`validate`].
 pub fn validation_scores(
     model: &EmbeddingNet,
@@ -843,13 +913,17 @@ fn pretrained_embedding(from: &Path, model: &ModelConfig, device: &Device) -> Re
     let (dir, saved) = saved_network(&crate::bundle::checkpoint_of(from))
         .with_context(|| format!("cannot start from {}", from.display()))?;
     ensure!(
-        saved.channels == model.channels && saved.embedding_dim == model.embedding_dim,
-        "{}: its network (channels {:?}, embedding {}) differs from this run's (channels {:?}, embedding {}); \
-         only the input size may differ",
+        saved.channels == model.channels
+            && saved.convs_per_block == model.convs_per_block
+            && saved.embedding_dim == model.embedding_dim,
+        "{}: its network (channels {:?} × {} convs, embedding {}) differs from this run's (channels {:?} × {} \
+         convs, embedding {}); only the input size may differ",
         dir.display(),
         saved.channels,
+        saved.convs_per_block,
         saved.embedding_dim,
         model.channels,
+        model.convs_per_block,
         model.embedding_dim
     );
     load_embedding(model, &dir, device)

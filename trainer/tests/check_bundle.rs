@@ -39,6 +39,7 @@ fn write_bundle(dir: &Path) {
             split: None,
         },
         test_metrics: serde_json::Value::Null,
+        adaptive: None,
     }
     .save(dir)
     .expect("manifest");

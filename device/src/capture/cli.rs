@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use autograph_shared::adaptive::DecisionRule;
 use autograph_shared::gallery::validate_id;
 use autograph_shared::strokes::Recording;
 use embedded_graphics::prelude::Size;
@@ -21,6 +22,7 @@ use crate::commands::{
     Against, BundleArgs, CommandError, Exit, GalleryArgs, ModelUsed, OperatingPoint, OperatingPointArgs, Report,
     RuntimeArgs,
 };
+use crate::decision::Policy;
 use crate::engine::Engine;
 use crate::replay::ReplayCheck;
 use crate::store;
@@ -238,10 +240,19 @@ pub struct KioskJson {
     pub decision: Verdict,
     /// Accepted, enrolled or found.
     pub accepted: bool,
+    /// The score of `rule` (verify), or the best writer's similarity (identify).
     pub score: Option<f32>,
+    /// Verify: the nearest-reference similarity (the replay guard's).
+    pub similarity: Option<f32>,
+    /// Verify: the rule that decided (`nearest`, `normalised`, `classifier`).
+    pub rule: Option<DecisionRule>,
+    /// Verify: why the bundle's rule was not used (a writer without a writer model).
+    pub fallback: Option<String>,
     pub threshold: Option<f32>,
     pub operating_point: OperatingPoint,
     pub replay: Option<ReplayCheck>,
+    /// Enrolment: whether the writer has a writer model afterwards.
+    pub writer_model: Option<bool>,
     /// Enrolment: the writer's references afterwards.
     pub templates_total: Option<usize>,
     /// Enrolment: writers in the gallery afterwards.
@@ -287,9 +298,11 @@ pub fn run_kiosk(args: &KioskArgs) -> Result<Report, CommandError> {
 
     let bundle = args.bundle.open()?;
     let options = args.runtime.options();
-    let calibration = *bundle.calibration(bundle.precision_or_default(options.precision))?;
     let against = if matches!(mode, Mode::Identify) { Against::Random } else { Against::Skilled };
-    let point = args.point.resolve(&calibration.thresholds, against)?;
+    let policy = Policy::resolve(&bundle, bundle.precision_or_default(options.precision), &args.point, against)?;
+    // Verification: the bundle's rule's threshold (a writer without a model may fall back to the
+    // nearest rule's, reported with the decision); identification: the nearest rule's.
+    let point = if matches!(mode, Mode::Verify { .. }) { policy.point } else { policy.nearest_point };
     let identity = bundle.model_identity();
     // Fail before the writer signs, not after: a damaged or foreign gallery is refused now.
     let gallery = match mode {
@@ -298,7 +311,7 @@ pub fn run_kiosk(args: &KioskArgs) -> Result<Report, CommandError> {
     };
     let engine = Engine::open(bundle, options)?;
     let model = ModelUsed::of(&engine);
-    let mut judge = Judge::new(engine, args.gallery.gallery.clone(), gallery, point, args.replace);
+    let mut judge = Judge::new(engine, args.gallery.gallery.clone(), gallery, policy, args.replace);
 
     let mut display: Box<dyn Display> = match &args.headless {
         Some(dir) => {
@@ -320,6 +333,7 @@ pub fn run_kiosk(args: &KioskArgs) -> Result<Report, CommandError> {
 
     let outcome = &report.decided.outcome;
     let verdict = outcome.verdict;
+    let point = report.decided.point.unwrap_or(point);
     let json = KioskJson {
         command: "kiosk",
         mode: mode.name(),
@@ -327,9 +341,13 @@ pub fn run_kiosk(args: &KioskArgs) -> Result<Report, CommandError> {
         decision: verdict,
         accepted: verdict.is_success(),
         score: outcome.score,
+        similarity: report.decided.similarity,
+        rule: report.decided.rule,
+        fallback: report.decided.fallback.clone(),
         threshold: outcome.threshold,
         operating_point: point,
         replay: report.decided.replay,
+        writer_model: report.decided.writer_model,
         templates_total: report.decided.templates_total,
         writers: report.decided.writers,
         signatures: report.signatures.len(),
@@ -347,8 +365,18 @@ pub fn run_kiosk(args: &KioskArgs) -> Result<Report, CommandError> {
     if let Some(score) = outcome.score {
         text.push_str(&format!(": score {score:.4}, threshold {point}"));
     }
+    if let Some(rule) = report.decided.rule.filter(|&r| r != DecisionRule::Nearest) {
+        text.push_str(&format!(
+            " [{} rule; similarity {:.4}]",
+            crate::engine::rule_name(rule),
+            report.decided.similarity.unwrap_or(f32::NAN)
+        ));
+    }
     if let Some(detail) = &outcome.detail {
         text.push_str(&format!(" ({detail})"));
+    }
+    if let Some(why) = &report.decided.fallback {
+        text.push_str(&format!("\nnote: {why}"));
     }
     if let Some(dir) = &args.headless {
         text.push_str(&format!("\n{} screen(s) written to {}", report.screens.len(), dir.display()));

@@ -1,14 +1,16 @@
 //! The kiosk loop: prompt -> sign -> accept -> rasterise -> embed -> verify, identify, or enrol
 //! -> result, over any [`Display`] and any source of pen updates (an evdev device, or recorded
-//! strokes played back headlessly). The decision rules are the CLI's: the gallery's mean
-//! similarity against a calibrated threshold, the replay guard first, enrolment through the
-//! store's locked read-modify-write.
+//! strokes played back headlessly). The decision rules are the CLI's ([`crate::decision`]): the
+//! replay guard first, then the writer's score under the bundle's rule against that rule's
+//! threshold; identification by the nearest-reference similarity; enrolment (fitting the
+//! writer model when the bundle has a cohort) through the store's locked read-modify-write.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use autograph_shared::adaptive::DecisionRule;
 use autograph_shared::gallery::{KioskGallery, Template};
 use autograph_shared::preprocess::{PreprocessError, preprocess_gray};
 use autograph_shared::strokes::Recording;
@@ -20,8 +22,9 @@ use super::input::{PenDevice, PenUpdate};
 use super::playback::Playback;
 use super::screen::{self, Outcome, Verdict};
 use super::session::{Mode, Session, Step};
+use crate::commands::enroll::enroll_fitted;
 use crate::commands::{CommandError, OperatingPoint};
-use crate::decision::{self, Decision};
+use crate::decision::{self, Decision, Policy};
 use crate::engine::Engine;
 use crate::replay::ReplayCheck;
 use crate::store::{self, StoreError};
@@ -65,6 +68,31 @@ pub struct Decided {
     /// Enrolment: the writer's references and the gallery's writers afterwards.
     pub templates_total: Option<usize>,
     pub writers: Option<usize>,
+    /// Verification: the nearest-reference similarity, the rule that decided, and why the
+    /// bundle's rule was not used (a writer without a writer model).
+    pub similarity: Option<f32>,
+    pub rule: Option<DecisionRule>,
+    pub fallback: Option<String>,
+    /// The threshold the score was compared with (verification and identification).
+    pub point: Option<OperatingPoint>,
+    /// Enrolment: whether the writer has a writer model afterwards.
+    pub writer_model: Option<bool>,
+}
+
+impl Decided {
+    fn of(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            replay: None,
+            templates_total: None,
+            writers: None,
+            similarity: None,
+            rule: None,
+            fallback: None,
+            point: None,
+            writer_model: None,
+        }
+    }
 }
 
 /// An accepted signature, embedded, or why it could not be.
@@ -81,30 +109,31 @@ pub struct Judge {
     engine: Engine,
     gallery_path: PathBuf,
     gallery: Box<KioskGallery>,
-    point: OperatingPoint,
+    policy: Policy,
     replace: bool,
     raster: RasterConfig,
 }
 
 impl Judge {
     /// `gallery` is the gallery at `gallery_path` as loaded at start-up: verification and
-    /// identification read it; enrolment re-reads the file under the store's lock.
+    /// identification read it; enrolment re-reads the file under the store's lock. `policy`
+    /// decides verifications; identification uses its nearest-rule threshold.
     pub fn new(
         engine: Engine,
         gallery_path: PathBuf,
         gallery: Box<KioskGallery>,
-        point: OperatingPoint,
+        policy: Policy,
         replace: bool,
     ) -> Self {
-        Self { engine, gallery_path, gallery, point, replace, raster: RasterConfig::default() }
+        Self { engine, gallery_path, gallery, policy, replace, raster: RasterConfig::default() }
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
 
-    pub fn point(&self) -> OperatingPoint {
-        self.point
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// Rasterises, preprocesses exactly like a scan (the bundle's settings), and embeds.
@@ -122,29 +151,29 @@ impl Judge {
 
     /// Is `probe` by `user`? The replay guard runs first, as in `autograph verify`.
     pub fn verify(&self, user: &str, probe: &Template) -> Decided {
-        let checked = decision::verify(
-            &self.gallery,
-            user,
-            probe,
-            self.point.threshold,
-            self.engine.calibration().replay_similarity,
-        );
+        let checked = decision::verify(&self.gallery, user, probe, &self.policy);
         let (verdict, detail) = match checked.decision {
             Decision::Accepted => (Verdict::Accepted, None),
             Decision::Rejected => (Verdict::Rejected, None),
             Decision::PossibleReplay => (Verdict::PossibleReplay, Some(DETAIL_REPLAY.to_string())),
             Decision::NotEnrolled => (Verdict::NotEnrolled, Some(DETAIL_NOT_ENROLLED.to_string())),
         };
-        let (score, replay) = (checked.score, checked.replay);
-        let outcome =
-            Outcome { verdict, user: Some(user.into()), score, threshold: Some(self.point.threshold), detail };
-        Decided { outcome, replay, templates_total: None, writers: None }
+        let threshold = Some(checked.point.threshold);
+        let outcome = Outcome { verdict, user: Some(user.into()), score: checked.score, threshold, detail };
+        Decided {
+            replay: checked.replay,
+            similarity: checked.similarity,
+            rule: Some(checked.rule),
+            fallback: checked.fallback,
+            point: Some(checked.point),
+            ..Decided::of(outcome)
+        }
     }
 
     /// Who among the enrolled writers is closest, if close enough.
     pub fn identify(&self, probe: &Template) -> Decided {
         let best = self.gallery.top_k::<1>(probe).first().map(|m| (m.id.to_string(), m.score));
-        let threshold = self.point.threshold;
+        let threshold = self.policy.nearest_point.threshold;
         let outcome = match best {
             Some((user, score)) if score >= threshold => Outcome {
                 verdict: Verdict::Found,
@@ -168,48 +197,45 @@ impl Judge {
                 detail: Some(DETAIL_EMPTY_GALLERY.into()),
             },
         };
-        Decided { outcome, replay: None, templates_total: None, writers: None }
+        Decided { point: Some(self.policy.nearest_point), ..Decided::of(outcome) }
     }
 
     /// Adds `templates` to `user`'s references in one locked update of the gallery file. A
     /// template the writer already has (a replayed file, not a new signature) enrols nothing.
+    /// With a bundle that has a cohort, the writer's model is fitted in the same update.
     pub fn enroll(&self, user: &str, templates: &[Template]) -> Result<Decided, CommandError> {
-        let identity = self.engine.bundle().model_identity();
+        let bundle = self.engine.bundle();
+        let (identity, config) = (bundle.model_identity(), bundle.adaptive_config());
         let now = crate::commands::now_unix();
         let replace = self.replace;
         let result = store::update(&self.gallery_path, &identity, |g| {
             let copies = !replace && g.get(user).is_some_and(|w| templates.iter().any(|t| w.templates().contains(t)));
             if copies {
-                return Ok::<_, CommandError>(None);
+                return Ok::<_, StoreError>(None);
             }
-            g.enroll(user, templates, now, replace).map_err(StoreError::from)?;
+            let enrolled = enroll_fitted(g, user, templates, now, replace, bundle.cohort(), &config)?;
             let total = g.get(user).map_or(0, |w| w.templates().len());
-            Ok(Some((total, g.len())))
+            Ok(Some((total, g.len(), enrolled.writer_model)))
         })?;
         let decided = match result {
-            None => Decided {
-                outcome: Outcome {
-                    verdict: Verdict::PossibleReplay,
-                    user: Some(user.into()),
-                    score: None,
-                    threshold: None,
-                    detail: Some(DETAIL_ALREADY_ENROLLED.into()),
-                },
-                replay: None,
-                templates_total: None,
-                writers: None,
-            },
-            Some((total, writers)) => Decided {
-                outcome: Outcome {
+            None => Decided::of(Outcome {
+                verdict: Verdict::PossibleReplay,
+                user: Some(user.into()),
+                score: None,
+                threshold: None,
+                detail: Some(DETAIL_ALREADY_ENROLLED.into()),
+            }),
+            Some((total, writers, writer_model)) => Decided {
+                templates_total: Some(total),
+                writers: Some(writers),
+                writer_model: Some(writer_model),
+                ..Decided::of(Outcome {
                     verdict: Verdict::Enrolled,
                     user: Some(user.into()),
                     score: None,
                     threshold: None,
                     detail: Some(detail_enrolled(templates.len(), total)),
-                },
-                replay: None,
-                templates_total: Some(total),
-                writers: Some(writers),
+                })
             },
         };
         Ok(decided)

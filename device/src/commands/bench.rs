@@ -4,6 +4,11 @@
 //! Embedding and end-to-end verification are measured for each runtime and precision that is
 //! available (tract always; int8 when the bundle has it; ONNX Runtime with the `ort` feature and
 //! `ORT_DYLIB_PATH`), and KNN over random templates in gallery-shaped storage.
+//!
+//! Writer-adaptive decisions are measured in the same run, as ratios against the nearest rule:
+//! the gallery enrolment of 5 references with the writer-model fit (against the bundle's cohort,
+//! or a synthetic one of 300 templates when the bundle has none) against one without, and the
+//! decision for a probe template under each rule.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -11,6 +16,9 @@ use std::io::Cursor;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use std::sync::Arc;
+
+use autograph_shared::adaptive::{Cohort, DecisionRule};
 use autograph_shared::gallery::{EMBEDDING_DIM, Gallery, KioskGallery, Template};
 use autograph_shared::manifest::Precision;
 use image::{GrayImage, ImageFormat, Luma};
@@ -18,8 +26,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::{BundleArgs, CommandError, Exit, Report};
-use crate::engine::{Bundle, Engine, EngineOptions, Runtime, precision_name};
+use super::{BundleArgs, CommandError, Exit, OperatingPoint, Point, Report};
+use crate::decision::{self, Policy};
+use crate::engine::{Bundle, Engine, EngineOptions, Runtime, precision_name, rule_name};
 use crate::replay;
 
 /// Template counts the KNN benchmark searches.
@@ -30,6 +39,8 @@ const KNN_TEMPLATES_PER_WRITER: usize = KioskGallery::TEMPLATE_CAPACITY;
 type BenchGallery = Gallery<2048, KNN_TEMPLATES_PER_WRITER>;
 /// References of the writer in the end-to-end verification.
 const VERIFY_REFERENCES: usize = 5;
+/// Templates of the synthetic cohort used when the bundle has none.
+pub const SYNTHETIC_COHORT: usize = 300;
 const WARMUP_RUNS: usize = 5;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -71,6 +82,27 @@ pub struct BenchJson {
     pub knn_ms: BTreeMap<String, Stats>,
     /// Runtimes that could not be measured, and why.
     pub unavailable: BTreeMap<String, String>,
+    /// Writer-adaptive enrolment and decisions.
+    pub adaptive: AdaptiveBench,
+}
+
+/// Costs of the writer-adaptive rules, measured in the same run as the nearest rule's.
+#[derive(Debug, Serialize)]
+pub struct AdaptiveBench {
+    /// `bundle` (the bundle's cohort.bin) or `synthetic` (random templates).
+    pub cohort: &'static str,
+    pub cohort_templates: usize,
+    /// References enrolled.
+    pub references: usize,
+    /// Gallery enrolment of the references (templates given, in memory): `nearest` (no writer
+    /// model, what a bundle without a cohort does) and `fitted` (with the writer-model fit).
+    pub enroll_ms: BTreeMap<String, Stats>,
+    /// The decision for one probe template (replay guard, score, threshold), keyed by rule:
+    /// `nearest`, `normalised`, `classifier`.
+    pub decide_ms: BTreeMap<String, Stats>,
+    /// Median against the nearest rule's: `enroll_fitted`, `decide_normalised`,
+    /// `decide_classifier`.
+    pub ratio_vs_nearest: BTreeMap<String, f64>,
 }
 
 pub fn run(args: &BenchArgs) -> Result<Report, CommandError> {
@@ -119,6 +151,8 @@ pub fn run(args: &BenchArgs) -> Result<Report, CommandError> {
         knn_ms.insert(size.to_string(), measure_knn(size, runs));
     }
 
+    let adaptive = measure_adaptive(&bundle, runs)?;
+
     let json = BenchJson {
         command: "bench",
         runs: args.runs,
@@ -130,6 +164,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, CommandError> {
         verify_ms,
         knn_ms,
         unavailable,
+        adaptive,
     };
     let text = table(&json);
     Ok(Report::new(Exit::Ok, &json, text))
@@ -163,6 +198,58 @@ fn measure_runtime(
         Ok(black_box(writer.score(&probe)) >= 0.5 && !guard.possible_replay)
     })?;
     Ok((embed, verify))
+}
+
+/// Enrolment with and without the writer-model fit, and a decision under each rule.
+fn measure_adaptive(bundle: &Bundle, runs: usize) -> Result<AdaptiveBench, CommandError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let (cohort, source) = match bundle.cohort_arc() {
+        Some(cohort) => (cohort, "bundle"),
+        None => {
+            let templates = (0..SYNTHETIC_COHORT).map(|_| random_template(&mut rng)).collect();
+            (Arc::new(Cohort::new(templates).map_err(|e| CommandError::Usage(e.to_string()))?), "synthetic")
+        }
+    };
+    let config = bundle.adaptive_config();
+    let references: Vec<Template> = (0..VERIFY_REFERENCES).map(|_| random_template(&mut rng)).collect();
+    let mut gallery = KioskGallery::new_boxed();
+
+    let mut enroll_ms = BTreeMap::new();
+    enroll_ms.insert("nearest".to_string(), time(runs, || gallery.enroll("bench", &references, 0, true))?);
+    let fitted = time(runs, || gallery.enroll_fitted("bench", &references, 0, true, Some(&*cohort), &config))?;
+    enroll_ms.insert("fitted".to_string(), fitted);
+
+    // The writer now has a model; probes are random templates (never replays).
+    let probes: Vec<Template> = (0..16).map(|_| random_template(&mut rng)).collect();
+    let point = OperatingPoint { against: None, point: Point::Manual, threshold: 0.5 };
+    let mut decide_ms = BTreeMap::new();
+    for rule in [DecisionRule::Nearest, DecisionRule::Normalised, DecisionRule::Classifier] {
+        let policy = Policy { rule, cohort: Some(Arc::clone(&cohort)), ..Policy::nearest(point, 0.999) };
+        let mut i = 0;
+        let stats = time(runs, || {
+            i += 1;
+            let checked = decision::verify(&gallery, "bench", &probes[i % probes.len()], &policy);
+            if checked.rule != rule {
+                return Err(CommandError::Usage(format!("bench: the {} rule fell back", rule_name(rule))));
+            }
+            Ok(black_box(checked.decision))
+        })?;
+        decide_ms.insert(rule_name(rule).to_string(), stats);
+    }
+    let mut ratio_vs_nearest = BTreeMap::new();
+    let ratio = |map: &BTreeMap<String, Stats>, key: &str| map[key].median / map["nearest"].median;
+    ratio_vs_nearest.insert("enroll_fitted".to_string(), ratio(&enroll_ms, "fitted"));
+    for rule in ["normalised", "classifier"] {
+        ratio_vs_nearest.insert(format!("decide_{rule}"), ratio(&decide_ms, rule));
+    }
+    Ok(AdaptiveBench {
+        cohort: source,
+        cohort_templates: cohort.len(),
+        references: VERIFY_REFERENCES,
+        enroll_ms,
+        decide_ms,
+        ratio_vs_nearest,
+    })
 }
 
 /// Top-5 over `templates` random templates, 8 per writer.
@@ -269,6 +356,32 @@ fn table(j: &BenchJson) -> String {
         if let Some(s) = j.knn_ms.get(&size.to_string()) {
             row(&mut out, &format!("knn top-5, {size} templates"), s, None);
         }
+    }
+    let a = &j.adaptive;
+    out.push_str(&format!(
+        "writer-adaptive: {} cohort of {} templates, {} references (last column: x the nearest rule)\n",
+        a.cohort, a.cohort_templates, a.references
+    ));
+    let ratio = |key: &str| a.ratio_vs_nearest.get(key).copied();
+    if let Some(s) = a.enroll_ms.get("nearest") {
+        row(&mut out, "enroll, no writer model", s, None);
+    }
+    if let Some(s) = a.enroll_ms.get("fitted") {
+        row(&mut out, "enroll, writer model fitted", s, ratio("enroll_fitted"));
+    }
+    for rule in ["nearest", "normalised", "classifier"] {
+        if let Some(s) = a.decide_ms.get(rule) {
+            row(&mut out, &format!("decide, {rule} rule"), s, ratio(&format!("decide_{rule}")));
+        }
+    }
+    if let (Some(fit), Some(nearest), Some(verify)) =
+        (a.enroll_ms.get("fitted"), a.enroll_ms.get("nearest"), j.verify_ms.get("tract_f32"))
+    {
+        out.push_str(&format!(
+            "the fit adds {:.2} ms to an enrolment ({:.2}x one end-to-end tract_f32 verify)\n",
+            fit.median - nearest.median,
+            (fit.median - nearest.median) / verify.median
+        ));
     }
     for (key, why) in &j.unavailable {
         out.push_str(&format!("not measured {key}: {why}\n"));

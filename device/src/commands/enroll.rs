@@ -3,10 +3,16 @@
 //! All images are embedded before the gallery is touched; if any is unusable (blank, not an
 //! image, a duplicate), each is reported with its reason and nothing is enrolled. The gallery
 //! change itself is one locked read-modify-write ([`crate::store::update`]).
+//!
+//! With a bundle that has a cohort, the writer's model (z-norm statistics and a linear
+//! classifier, [`autograph_shared::adaptive::WriterModel`]) is fitted inside that update on the
+//! writer's references after enrolment (the old and new ones when appending), so the model and
+//! the templates it describes are written together.
 
 use std::path::PathBuf;
 
-use autograph_shared::gallery::{EnrollOutcome, KioskGallery, Template, validate_id};
+use autograph_shared::adaptive::{AdaptiveConfig, Cohort};
+use autograph_shared::gallery::{EnrollOutcome, GalleryError, KioskGallery, Template, validate_id};
 use serde::Serialize;
 
 use super::{BundleArgs, CommandError, Exit, GalleryArgs, ModelUsed, RejectedImage, Report, RuntimeArgs, now_unix};
@@ -44,6 +50,14 @@ pub struct EnrollJson {
     pub templates_total: usize,
     /// Writers in the gallery after enrolment.
     pub writers: usize,
+    /// Whether the writer has a writer model now (fitted at this enrolment; always false with a
+    /// bundle without a cohort).
+    pub writer_model: bool,
+    /// Why no writer model was fitted although the bundle has a cohort, else `null`.
+    pub writer_model_problem: Option<String>,
+    /// Writers in the gallery without a writer model (decided by the nearest rule; `autograph
+    /// gallery refit` fits them when the bundle has a cohort).
+    pub writers_without_model: usize,
     pub gallery: PathBuf,
     #[serde(flatten)]
     pub model: ModelUsed,
@@ -60,18 +74,21 @@ pub fn run(args: &EnrollArgs) -> Result<Report, CommandError> {
     }
     let bundle = args.bundle.open()?;
     let identity = bundle.model_identity();
+    let (cohort, config) = (bundle.cohort_arc(), bundle.adaptive_config());
     let mut engine = Engine::open(bundle, args.runtime.options())?;
     let templates = embed_references(&mut engine, &args.images)?;
 
     let now = now_unix();
-    let (outcome, templates_total, writers) = store::update(&args.gallery.gallery, &identity, |g| {
-        if !args.replace {
-            reject_enrolled_copies(g, &args.user, &templates, &args.images)?;
-        }
-        let outcome = g.enroll(&args.user, &templates, now, args.replace).map_err(StoreError::from)?;
-        let total = g.get(&args.user).map_or(0, |w| w.templates().len());
-        Ok::<_, CommandError>((outcome, total, g.len()))
-    })?;
+    let (enrolled, templates_total, writers, writers_without_model) =
+        store::update(&args.gallery.gallery, &identity, |g| {
+            if !args.replace {
+                reject_enrolled_copies(g, &args.user, &templates, &args.images)?;
+            }
+            let enrolled = enroll_fitted(g, &args.user, &templates, now, args.replace, cohort.as_deref(), &config)?;
+            let total = g.get(&args.user).map_or(0, |w| w.templates().len());
+            Ok::<_, CommandError>((enrolled, total, g.len(), g.writers_without_model()))
+        })?;
+    let Enrolled { outcome, writer_model, problem } = enrolled;
 
     let outcome = match outcome {
         EnrollOutcome::Created => "created",
@@ -85,15 +102,63 @@ pub fn run(args: &EnrollArgs) -> Result<Report, CommandError> {
         templates_added: templates.len(),
         templates_total,
         writers,
+        writer_model,
+        writer_model_problem: problem.clone(),
+        writers_without_model,
         gallery: args.gallery.gallery.clone(),
         model: ModelUsed::of(&engine),
     };
-    let text = format!(
+    let mut text = format!(
         "enrolled {:?}: {} reference(s) {outcome}, {templates_total} in all; the gallery has {writers} writer(s)",
         args.user,
         templates.len()
     );
+    if writer_model {
+        text.push_str("; writer model fitted");
+    }
+    if let Some(problem) = problem {
+        text.push_str(&format!("\nwarning: no writer model was fitted ({problem}); the nearest rule decides"));
+    }
+    if cohort.is_some() && writers_without_model > 0 {
+        text.push_str(&format!(
+            "\nnote: {writers_without_model} writer(s) have no writer model and are decided by the nearest rule; \
+             `autograph gallery refit` fits them"
+        ));
+    }
     Ok(Report::new(Exit::Ok, &json, text))
+}
+
+/// What [`enroll_fitted`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolled {
+    pub outcome: EnrollOutcome,
+    /// The writer has a writer model after enrolment.
+    pub writer_model: bool,
+    /// Why no model was fitted although there is a cohort.
+    pub problem: Option<String>,
+}
+
+/// Enrols `templates` for `user` in `gallery`, fitting the writer's model against `cohort`
+/// (when there is one) on the writer's references afterwards; the enrolment of `autograph
+/// enroll` and of the kiosk. A fit that fails (it should not: the problem is strictly convex)
+/// does not lose the enrolment: the writer is enrolled without a model, decided by the nearest
+/// rule until a refit, and `problem` says why. On error the gallery is unchanged.
+pub fn enroll_fitted(
+    gallery: &mut KioskGallery,
+    user: &str,
+    templates: &[Template],
+    now: u64,
+    replace: bool,
+    cohort: Option<&Cohort>,
+    config: &AdaptiveConfig,
+) -> Result<Enrolled, StoreError> {
+    let (outcome, problem) = match gallery.enroll_fitted(user, templates, now, replace, cohort, config) {
+        Ok(outcome) => (outcome, None),
+        Err(GalleryError::Adaptive(e)) => (gallery.enroll(user, templates, now, replace)?, Some(e.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    let writer_model = gallery.get(user).is_some_and(|w| w.model().is_some());
+    Ok(Enrolled { outcome, writer_model, problem })
 }
 
 /// Embeds every reference; collects every unusable image (blank, unreadable, or a copy of

@@ -1,7 +1,9 @@
-//! `autograph gallery list|remove|export|import|check`: look after the gallery file.
+//! `autograph gallery list|remove|export|import|check|refit`: look after the gallery file.
 //!
 //! Every subcommand is tied to the bundle: a gallery made with another model or another
-//! preprocessing is refused (`check` reports it instead).
+//! preprocessing is refused (`check` reports it instead). `list` and `check` show the writers
+//! without a writer model (enrolled before the bundle had a cohort: the nearest rule decides
+//! for them); `refit` fits their models from their stored references.
 
 use std::path::{Path, PathBuf};
 
@@ -44,8 +46,23 @@ pub enum GalleryCommand {
         #[arg(long)]
         replace: bool,
     },
-    /// Check the file's integrity and that it was made with this bundle's model (exit 1 if not).
+    /// Check the file's integrity and that it was made with this bundle's model (exit 1 if not);
+    /// also counts the writers without a writer model.
     Check(Common),
+    /// Fit the writer models of writers enrolled without one, from their stored references.
+    ///
+    /// A bundle with a cohort (an "adaptive" section in its manifest) fits each writer's model
+    /// at enrolment; writers enrolled before (with an older bundle of the same model, or from a
+    /// version-1 gallery file) have none and are decided by the nearest rule until this runs
+    /// (or until their next enrolment, which fits their model). One locked, atomic update of
+    /// the gallery file; the templates are not changed.
+    Refit {
+        #[command(flatten)]
+        common: Common,
+        /// Refit every writer, not only those without a model (e.g. after a new cohort).
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// `--bundle` and `--gallery`.
@@ -70,6 +87,7 @@ pub fn run(command: &GalleryCommand) -> Result<Report, CommandError> {
         GalleryCommand::Export { common, to, force } => export(common, to, *force),
         GalleryCommand::Import { common, from, replace } => import(common, from, *replace),
         GalleryCommand::Check(common) => check(common),
+        GalleryCommand::Refit { common, all } => refit(common, *all),
     }
 }
 
@@ -83,6 +101,8 @@ pub struct WriterJson {
     /// Mean / standard deviation of the similarities among the writer's references (`null`
     /// with one reference): a low mean flags an inconsistent enrolment.
     pub self_similarity: Option<SelfSimilarity>,
+    /// Whether the writer has a writer model (without one the nearest rule decides).
+    pub writer_model: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -98,6 +118,8 @@ pub struct ListJson {
     pub gallery: PathBuf,
     pub writers: Vec<WriterJson>,
     pub templates: usize,
+    /// Writers without a writer model.
+    pub writers_without_model: usize,
     pub writer_capacity: usize,
     pub template_capacity: usize,
 }
@@ -113,6 +135,7 @@ fn list(common: &Common) -> Result<Report, CommandError> {
             enrolled_at: w.enrolled_at(),
             updated_at: w.updated_at(),
             self_similarity: w.stats().map(|s| SelfSimilarity { mean: s.mean, std: s.std, pairs: s.pairs }),
+            writer_model: w.model().is_some(),
         })
         .collect();
     let mut text = format!(
@@ -127,12 +150,15 @@ fn list(common: &Common) -> Result<Report, CommandError> {
             .self_similarity
             .as_ref()
             .map_or_else(String::new, |s| format!("  self-similarity {:.3}±{:.3}", s.mean, s.std));
-        text.push_str(&format!("  {:<32} {} template(s){sim}\n", w.user, w.templates));
+        let model = if w.writer_model { "" } else { "  (no writer model)" };
+        text.push_str(&format!("  {:<32} {} template(s){sim}{model}\n", w.user, w.templates));
     }
+    text.push_str(&without_model_note(g.writers_without_model(), bundle.cohort().is_some()));
     let json = ListJson {
         command: "gallery list",
         gallery: common.path().to_path_buf(),
         templates: g.template_count(),
+        writers_without_model: g.writers_without_model(),
         writers,
         writer_capacity: KioskGallery::WRITER_CAPACITY,
         template_capacity: KioskGallery::TEMPLATE_CAPACITY,
@@ -249,6 +275,11 @@ pub struct CheckJson {
     /// Templates that are not unit vectors (the model L2-normalises; anything else is damage
     /// that happens to carry a valid checksum).
     pub abnormal_templates: Option<usize>,
+    /// Writers without a writer model, when readable (not a problem: the nearest rule decides
+    /// for them).
+    pub writers_without_model: Option<usize>,
+    /// The bundle has a cohort and some writers have no writer model: `gallery refit` fits them.
+    pub refit_advised: bool,
 }
 
 fn check(common: &Common) -> Result<Report, CommandError> {
@@ -266,6 +297,8 @@ fn check(common: &Common) -> Result<Report, CommandError> {
         model: None,
         expected_model: hex::encode(identity),
         abnormal_templates: None,
+        writers_without_model: None,
+        refit_advised: false,
     };
     match store::load_with_header(path, None) {
         Ok((g, header)) => {
@@ -276,6 +309,8 @@ fn check(common: &Common) -> Result<Report, CommandError> {
             let abnormal =
                 g.writers().flat_map(|w| w.templates()).filter(|t| (similarity(t, t) - 1.0).abs() > 0.05).count();
             json.abnormal_templates = Some(abnormal);
+            json.writers_without_model = Some(g.writers_without_model());
+            json.refit_advised = bundle.cohort().is_some() && g.writers_without_model() > 0;
             if header.model_sha256 != identity {
                 json.problem = Some(format!(
                     "the gallery was made with model {}, this bundle is {}; its writers must be enrolled again",
@@ -292,7 +327,7 @@ fn check(common: &Common) -> Result<Report, CommandError> {
         Err(e) => return Err(e.into()),
     }
     json.ok = json.problem.is_none();
-    let text = match &json.problem {
+    let mut text = match &json.problem {
         None => format!(
             "OK: {} ({} writer(s), {} template(s), made with this bundle's model)",
             path.display(),
@@ -301,5 +336,69 @@ fn check(common: &Common) -> Result<Report, CommandError> {
         ),
         Some(p) => format!("NOT OK: {p}"),
     };
-    Ok(Report::new(if json.ok { Exit::Ok } else { Exit::No }, &json, text))
+    if json.problem.is_none() {
+        text.push_str(&without_model_note(json.writers_without_model.unwrap_or(0), bundle.cohort().is_some()));
+    }
+    Ok(Report::new(if json.ok { Exit::Ok } else { Exit::No }, &json, text.trim_end().to_string()))
+}
+
+/// A line on writers without a writer model, when the bundle could fit them.
+fn without_model_note(without: usize, cohort: bool) -> String {
+    if cohort && without > 0 {
+        format!(
+            "\n{without} writer(s) have no writer model and are decided by the nearest rule; \
+             `autograph gallery refit` fits them"
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// `--json` output of `gallery refit`.
+#[derive(Debug, Serialize)]
+pub struct RefitJson {
+    pub command: &'static str,
+    pub gallery: PathBuf,
+    /// Writer models fitted.
+    pub fitted: usize,
+    pub writers: usize,
+    /// Writers still without a model afterwards (0).
+    pub writers_without_model: usize,
+    /// Templates in the bundle's cohort.
+    pub cohort_templates: usize,
+}
+
+fn refit(common: &Common, all: bool) -> Result<Report, CommandError> {
+    let bundle = common.bundle.open()?;
+    let Some(cohort) = bundle.cohort() else {
+        return Err(CommandError::Usage(format!(
+            "the bundle {} has no cohort (its manifest has no \"adaptive\" section): writer models cannot be \
+             fitted, and verification uses the nearest rule",
+            bundle.dir().display()
+        )));
+    };
+    let config = bundle.adaptive_config();
+    let path = common.path();
+    // `update` would create a missing gallery; there is nothing to refit in nothing.
+    if !path.exists() {
+        return Err(StoreError::NotFound { path: path.to_path_buf() }.into());
+    }
+    let (fitted, writers, without) = store::update(path, &bundle.model_identity(), |g| {
+        let fitted = g.fit_models(cohort, &config, all).map_err(StoreError::from)?;
+        Ok::<_, CommandError>((fitted, g.len(), g.writers_without_model()))
+    })?;
+    let json = RefitJson {
+        command: "gallery refit",
+        gallery: path.to_path_buf(),
+        fitted,
+        writers,
+        writers_without_model: without,
+        cohort_templates: cohort.len(),
+    };
+    let text = format!(
+        "fitted {fitted} writer model(s) against the bundle's cohort ({} templates); {writers} writer(s), \
+         {without} without a model",
+        cohort.len()
+    );
+    Ok(Report::new(Exit::Ok, &json, text))
 }

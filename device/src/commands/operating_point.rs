@@ -52,7 +52,9 @@ pub struct OperatingPointArgs {
     /// Calibrated false-accept rate to decide at: 0.01 or 0.001 [default: the EER point].
     #[arg(long, value_parser = parse_far, conflicts_with = "threshold")]
     pub far: Option<Point>,
-    /// Decide at this similarity instead of a calibrated threshold.
+    /// Decide at this score instead of a calibrated threshold (in the units of the rule that
+    /// decides: a similarity for the nearest rule, a normalised score or log-odds for the
+    /// bundle's adaptive rule; see "rule" in --json).
     #[arg(long, allow_negative_numbers = true)]
     pub threshold: Option<f32>,
     /// Calibration to use [default: skilled when the bundle has it, else random;

@@ -1,18 +1,40 @@
-//! A model bundle on disk: its directory and its checked manifest.
+//! A model bundle on disk: its directory, its checked manifest, and its cohort.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use autograph_shared::adaptive::{AdaptiveConfig, Cohort, DecisionRule};
 use autograph_shared::gallery::EMBEDDING_DIM;
 use autograph_shared::manifest::{BundleError, Calibration, Manifest, Precision};
+use autograph_shared::protocol::Thresholds;
 
-use super::EngineError;
+use super::{EngineError, precision_name};
 
 /// A bundle directory whose manifest was read and checked (format version, preprocessing,
-/// embedding size). Model files are read, hash-checked, only when a runtime loads them.
+/// embedding size), with its cohort when the manifest has an `adaptive` section (read and
+/// checked at open: hash, then format). Model files are read, hash-checked, only when a runtime
+/// loads them.
 #[derive(Debug, Clone)]
 pub struct Bundle {
     dir: PathBuf,
     manifest: Manifest,
+    cohort: Option<Arc<Cohort>>,
+}
+
+/// How a bundle decides with one model precision: the rule, its thresholds, and the nearest
+/// rule's calibration for writers without a fitted model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleCalibration {
+    /// The bundle's rule for this precision: the manifest's adaptive rule, or
+    /// [`DecisionRule::Nearest`] for a bundle without one (or without thresholds of the rule
+    /// for this precision, see `note`).
+    pub rule: DecisionRule,
+    /// Thresholds of `rule`'s score (the model file's own calibration for the nearest rule).
+    pub thresholds: Thresholds,
+    /// The model file's calibration: nearest-rule thresholds and the replay level.
+    pub nearest: Calibration,
+    /// Why the manifest's adaptive rule is not used with this precision, when it is not.
+    pub note: Option<String>,
 }
 
 impl Bundle {
@@ -34,7 +56,20 @@ impl Bundle {
                 return Err(invalid(format!("{}: replay_similarity is not a number", model.path)));
             }
         }
-        Ok(Self { dir: dir.to_path_buf(), manifest })
+        let cohort = manifest.read_cohort(dir).map_err(err)?;
+        if let (Some(adaptive), Some(cohort)) = (&manifest.adaptive, &cohort)
+            && adaptive.cohort.templates != cohort.len()
+        {
+            return Err(err(BundleError::Invalid {
+                path: dir.join(&adaptive.cohort.path),
+                message: format!(
+                    "the file has {} templates, the manifest says {}",
+                    cohort.len(),
+                    adaptive.cohort.templates
+                ),
+            }));
+        }
+        Ok(Self { dir: dir.to_path_buf(), manifest, cohort: cohort.map(Arc::new) })
     }
 
     pub fn dir(&self) -> &Path {
@@ -64,6 +99,45 @@ impl Bundle {
         })
     }
 
+    /// The background cohort writer models are fitted against (`None` in bundles without an
+    /// `adaptive` section).
+    pub fn cohort(&self) -> Option<&Cohort> {
+        self.cohort.as_deref()
+    }
+
+    /// The cohort, shared.
+    pub fn cohort_arc(&self) -> Option<Arc<Cohort>> {
+        self.cohort.clone()
+    }
+
+    /// Settings of the writer-model fit at enrolment.
+    pub fn adaptive_config(&self) -> AdaptiveConfig {
+        self.manifest.adaptive.as_ref().map(|a| a.config).unwrap_or_default()
+    }
+
+    /// The rule and thresholds the bundle decides with at `precision`. A bundle without an
+    /// `adaptive` section uses the nearest rule and the model file's calibration; one whose
+    /// adaptive rule has no thresholds for this precision does too, and says why in `note`.
+    pub fn rule_calibration(&self, precision: Precision) -> Result<RuleCalibration, EngineError> {
+        let nearest = *self.calibration(precision)?;
+        let fallback =
+            |note| RuleCalibration { rule: DecisionRule::Nearest, thresholds: nearest.thresholds, nearest, note };
+        let Some(adaptive) = &self.manifest.adaptive else { return Ok(fallback(None)) };
+        if adaptive.rule == DecisionRule::Nearest {
+            return Ok(fallback(None));
+        }
+        match adaptive.thresholds(precision) {
+            Some(thresholds) => {
+                Ok(RuleCalibration { rule: adaptive.rule, thresholds: *thresholds, nearest, note: None })
+            }
+            None => Ok(fallback(Some(format!(
+                "the bundle's {} rule has no {} thresholds; deciding by the nearest rule",
+                rule_name(adaptive.rule),
+                precision_name(precision)
+            )))),
+        }
+    }
+
     /// Precisions this bundle has a model file for.
     pub fn precisions(&self) -> Vec<Precision> {
         [Precision::F32, Precision::Int8].into_iter().filter(|&p| self.manifest.model(p).is_some()).collect()
@@ -79,5 +153,14 @@ impl Bundle {
         self.manifest
             .read_model(&self.dir, precision)
             .map_err(|source| EngineError::Bundle { dir: self.dir.clone(), source })
+    }
+}
+
+/// The name of a rule as in the manifest and the JSON output.
+pub fn rule_name(rule: DecisionRule) -> &'static str {
+    match rule {
+        DecisionRule::Nearest => "nearest",
+        DecisionRule::Normalised => "normalised",
+        DecisionRule::Classifier => "classifier",
     }
 }

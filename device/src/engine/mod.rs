@@ -18,7 +18,7 @@ use autograph_shared::manifest::{BundleError, Calibration, Manifest, Precision};
 use autograph_shared::preprocess::{PreprocessError, Preprocessed, preprocess_bytes};
 use autograph_shared::protocol::{EmbedError, Embedder};
 
-pub use bundle::Bundle;
+pub use bundle::{Bundle, RuleCalibration, rule_name};
 
 /// Which inference library runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]

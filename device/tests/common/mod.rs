@@ -7,9 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use autograph_shared::adaptive::{AdaptiveConfig, Cohort, DecisionRule, WriterModel};
+use autograph_shared::gallery::Template;
 use autograph_shared::manifest::{
-    Calibration, GraphIo, MANIFEST_FORMAT_VERSION, MODEL_F32_FILE, MODEL_INT8_FILE, Manifest, Precision, Provenance,
-    describe_model_file,
+    AdaptiveDecision, COHORT_FILE, Calibration, CohortFile, GraphIo, MANIFEST_FORMAT_VERSION, MODEL_F32_FILE,
+    MODEL_INT8_FILE, Manifest, Precision, Provenance, describe_model_file,
 };
 use autograph_shared::preprocess::PreprocessConfig;
 use autograph_shared::protocol::{OperatingThresholds, Thresholds};
@@ -293,6 +295,139 @@ pub fn write_bundle_with(dir: &Path, seed: u64, edit: impl FnOnce(&mut Manifest)
     write_bundle_files(dir, preprocess_config(), &models, seed, edit)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Writer-adaptive bundles
+// ---------------------------------------------------------------------------------------------
+
+/// Background writers of the test cohort (never the test writers, nor the calibration ones).
+pub const COHORT_WRITERS: std::ops::Range<u64> = 100..160;
+/// Samples of each cohort writer: 60 writers x 5 = 300 templates.
+pub const COHORT_SAMPLES: std::ops::Range<u64> = 0..5;
+/// "Validation" writers the adaptive thresholds are calibrated on (as the trainer does).
+pub const CALIBRATION_WRITERS: std::ops::Range<u64> = 200..216;
+
+/// What [`write_adaptive_bundle`] adds to a bundle of seed `seed`: the cohort's bytes and the
+/// thresholds of each adaptive rule, calibrated on [`CALIBRATION_WRITERS`] (3 references each;
+/// genuine probes against the other calibration writers' probes: no skilled forgeries here, so
+/// only random-forgery thresholds).
+#[derive(Debug, Clone)]
+pub struct AdaptiveFixture {
+    pub cohort: Cohort,
+    pub normalised: Thresholds,
+    pub classifier: Thresholds,
+}
+
+/// The int8 templates of `(writer, sample)` pairs, embedded by the f32 model of bundle `seed`
+/// with the device's engine (tract), exactly as `autograph enroll` would.
+pub fn templates_of(seed: u64, samples: &[(u64, u64)]) -> Vec<Template> {
+    use autograph_device::engine::{Bundle, Engine, EngineOptions};
+    let dir = tempfile::tempdir().expect("tmp");
+    write_bundle(dir.path(), seed);
+    let bundle = Bundle::open(dir.path()).expect("bundle");
+    let mut engine = Engine::open(bundle, EngineOptions::default()).expect("engine");
+    samples
+        .iter()
+        .map(|&(w, s)| {
+            let image = engine.preprocess_bytes(&Writer::new(w).signature_png(s)).expect("preprocess");
+            engine.template(&image).expect("template")
+        })
+        .collect()
+}
+
+/// [`AdaptiveFixture`] of bundle `seed`, computed once per test process.
+pub fn adaptive_fixture(seed: u64) -> AdaptiveFixture {
+    static CACHE: std::sync::Mutex<Vec<(u64, AdaptiveFixture)>> = std::sync::Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, f)) = cache.iter().find(|(s, _)| *s == seed) {
+        return f.clone();
+    }
+    let cohort_pairs: Vec<(u64, u64)> = COHORT_WRITERS.flat_map(|w| COHORT_SAMPLES.map(move |s| (w, s))).collect();
+    let cohort = Cohort::new(templates_of(seed, &cohort_pairs)).expect("cohort");
+    let (refs, probes) = (0..3u64, 20..26u64);
+    let pairs: Vec<(u64, u64)> =
+        CALIBRATION_WRITERS.flat_map(|w| refs.clone().chain(probes.clone()).map(move |s| (w, s))).collect();
+    let templates = templates_of(seed, &pairs);
+    let per_writer = refs.end as usize + probes.clone().count();
+    let writers: Vec<(&[Template], &[Template])> =
+        templates.chunks_exact(per_writer).map(|t| t.split_at(refs.end as usize)).collect();
+    let config = AdaptiveConfig::default();
+    let thresholds = |rule: DecisionRule| {
+        let (mut genuine, mut impostor) = (Vec::new(), Vec::new());
+        for (i, (refs, _)) in writers.iter().enumerate() {
+            let model = WriterModel::fit(refs, &cohort, &config).expect("fit");
+            for (j, (_, probes)) in writers.iter().enumerate() {
+                let scores = probes.iter().map(|p| model.score(rule, refs, p, Some(&cohort)));
+                if i == j { genuine.extend(scores) } else { impostor.extend(scores.take(2)) }
+            }
+        }
+        // These writers are separable: the EER threshold would sit on the lowest genuine score
+        // of the calibration writers, so the test writers' genuine scores would straddle it.
+        // Take the middle of the gap then, as a margin-maximising calibration would.
+        let lowest_genuine = genuine.iter().copied().fold(f32::INFINITY, f32::min);
+        let highest_impostor = impostor.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let eer = if highest_impostor < lowest_genuine {
+            (lowest_genuine + highest_impostor) / 2.0
+        } else {
+            autograph_shared::metrics::eer(&genuine, &impostor).threshold
+        };
+        Thresholds {
+            skilled: None,
+            random: OperatingThresholds {
+                eer,
+                far_1pct: autograph_shared::metrics::threshold_at_far(&impostor, 0.01),
+                far_0_1pct: autograph_shared::metrics::threshold_at_far(&impostor, 0.001),
+            },
+        }
+    };
+    let fixture = AdaptiveFixture {
+        normalised: thresholds(DecisionRule::Normalised),
+        classifier: thresholds(DecisionRule::Classifier),
+        cohort,
+    };
+    cache.push((seed, fixture.clone()));
+    fixture
+}
+
+/// [`write_bundle`] plus a cohort (`cohort.bin`) and an `adaptive` manifest section deciding by
+/// `rule` (its thresholds from [`adaptive_fixture`]; f32 and int8 alike).
+pub fn write_adaptive_bundle(dir: &Path, seed: u64, rule: DecisionRule) -> Manifest {
+    write_adaptive_bundle_with(dir, seed, rule, |_| {})
+}
+
+/// [`write_adaptive_bundle`], letting the caller adjust the manifest before it is saved.
+pub fn write_adaptive_bundle_with(
+    dir: &Path,
+    seed: u64,
+    rule: DecisionRule,
+    edit: impl FnOnce(&mut Manifest),
+) -> Manifest {
+    let fixture = adaptive_fixture(seed);
+    std::fs::create_dir_all(dir).expect("bundle dir");
+    let bytes = fixture.cohort.to_bytes();
+    std::fs::write(dir.join(COHORT_FILE), &bytes).expect("write cohort");
+    let thresholds = match rule {
+        DecisionRule::Normalised => fixture.normalised,
+        DecisionRule::Classifier => fixture.classifier,
+        DecisionRule::Nearest => calibration().thresholds,
+    };
+    write_bundle_with(dir, seed, |m| {
+        m.adaptive = Some(AdaptiveDecision {
+            cohort: CohortFile {
+                path: COHORT_FILE.into(),
+                sha256: autograph_shared::sha256_hex(&bytes),
+                bytes: bytes.len() as u64,
+                templates: fixture.cohort.len(),
+                writers: COHORT_WRITERS.count(),
+            },
+            rule,
+            f32_thresholds: thresholds,
+            int8_thresholds: Some(thresholds),
+            config: AdaptiveConfig::default(),
+        });
+        edit(m);
+    })
+}
+
 /// Writes `models` (f32, int8) and a manifest describing them into `dir`.
 pub fn write_bundle_files(
     dir: &Path,
@@ -322,6 +457,7 @@ pub fn write_bundle_files(
             split: None,
         },
         test_metrics: serde_json::Value::Null,
+        adaptive: None,
     };
     edit(&mut manifest);
     manifest.save(dir).expect("save manifest");

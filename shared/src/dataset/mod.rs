@@ -4,6 +4,7 @@
 //! and where the bytes are. Images are not decoded here; [`crate::preprocess`] does that.
 
 mod layouts;
+pub mod links;
 pub mod omniglot;
 pub mod splits;
 mod stats;
@@ -87,6 +88,18 @@ pub struct Dataset {
     /// sha256 over every kept sample's writer, label and content hash, in order: names the
     /// exact data a model was trained on.
     pub content_hash: String,
+    /// The data sets this one is made of, in the order given: one entry for a single set.
+    /// Writers of a merged set are `name:writer` (see [`Dataset::set_of`]).
+    pub sets: Vec<SetInfo>,
+}
+
+/// One constituent data set of a (possibly merged) [`Dataset`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetInfo {
+    pub name: String,
+    pub root: PathBuf,
+    /// The set's own content hash, as if it had been loaded alone.
+    pub content_hash: String,
 }
 
 /// Why a data set could not be loaded.
@@ -159,7 +172,8 @@ impl Dataset {
             hasher_input.push_str(&format!("{}\t{:?}\t{}\n", s.writer, s.label, s.sha256));
         }
         let content_hash = crate::sha256_hex(hasher_input.as_bytes());
-        Dataset { name, root, layout, samples, duplicates, content_hash }
+        let sets = vec![SetInfo { name: name.clone(), root: root.clone(), content_hash: content_hash.clone() }];
+        Dataset { name, root, layout, samples, duplicates, content_hash, sets }
     }
 
     /// Combines data sets into one; writer ids become `name:writer` so they stay distinct.
@@ -171,7 +185,9 @@ impl Dataset {
         let root = parts.first().map(|d| d.root.clone()).unwrap_or_default();
         let mut samples = Vec::new();
         let mut duplicates = Vec::new();
+        let mut sets = Vec::new();
         for part in parts {
+            sets.extend(part.sets);
             duplicates.extend(part.duplicates);
             samples.extend(part.samples.into_iter().map(|mut s| {
                 s.writer = format!("{}:{}", part.name, s.writer);
@@ -181,7 +197,32 @@ impl Dataset {
         let mut merged = Self::from_samples(name, root, Layout::Merged, samples);
         duplicates.append(&mut merged.duplicates);
         merged.duplicates = duplicates;
+        merged.sets = sets;
         merged
+    }
+
+    /// The name of the constituent set a writer belongs to (the set's own name when the data
+    /// set is not merged).
+    pub fn set_of<'a>(&'a self, writer: &'a str) -> &'a str {
+        if self.sets.len() > 1
+            && let Some((set, _)) = writer.split_once(':')
+            && self.sets.iter().any(|s| s.name == set)
+        {
+            return set;
+        }
+        &self.name
+    }
+
+    /// Writers grouped by constituent set, in the sets' order; writers in natural order.
+    pub fn writers_by_set(&self) -> Vec<(String, Vec<String>)> {
+        let all = self.writers();
+        if self.sets.len() <= 1 {
+            return vec![(self.name.clone(), all)];
+        }
+        self.sets
+            .iter()
+            .map(|set| (set.name.clone(), all.iter().filter(|w| self.set_of(w) == set.name).cloned().collect()))
+            .collect()
     }
 
     /// Writer ids in natural order (`user2` before `user10`).

@@ -415,6 +415,7 @@ mod tests {
                 lr: 1e-3,
                 val_eer_skilled: Some(0.4 - 0.05 * epoch as f64),
                 val_eer_random: Some(0.1 - 0.01 * epoch as f64),
+                val_sets: Vec::new(),
                 val_score: None,
                 images_per_second: 50.0,
                 seconds: 60.0,
