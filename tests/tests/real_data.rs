@@ -39,6 +39,43 @@ fn cedar_background_no_longer_separates_genuine_from_forged() {
     assert!(pre > 0.35, "background statistics still separate genuine from forged after preprocessing (EER {pre})");
 }
 
+/// BHSig260 Hindi's genuine and forged scans can differ in background too: after preprocessing
+/// no background statistic separates them (the per-set background-only baseline).
+#[test]
+#[ignore = "needs ../shared/data (run by .ci/run)"]
+fn hindi_background_does_not_separate_genuine_from_forged() {
+    let ds = Dataset::load(&shared_data().join("bhsig260_hindi")).expect("load bhsig260_hindi");
+    let cfg = PreprocessConfig::default();
+    let (mut raw_g, mut raw_f, mut pre_g, mut pre_f) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Every 8th image keeps the test quick while covering all 160 writers.
+    for sample in ds.samples.iter().step_by(8) {
+        let bytes = sample.source.read().expect("read");
+        let gray = decode_gray(&bytes, &cfg).expect("decode");
+        let mut px = gray.as_raw().clone();
+        px.sort_unstable();
+        let median = px[px.len() / 2] as f32;
+        let features = background_features(&preprocess_gray(&gray, &cfg).expect("preprocess"));
+        match sample.label {
+            Label::Genuine => {
+                raw_g.push(median);
+                pre_g.push(features);
+            }
+            Label::Forged => {
+                raw_f.push(median);
+                pre_f.push(features);
+            }
+        }
+    }
+    let raw = single_feature_eer(&raw_g, &raw_f);
+    let pre = background_only_eer(&pre_g, &pre_f);
+    println!(
+        "BHSig260 Hindi background-only EER: raw paper median {:.1}%, preprocessed {:.1}%",
+        raw * 100.0,
+        pre * 100.0
+    );
+    assert!(pre > 0.35, "background statistics separate genuine from forged after preprocessing (EER {pre})");
+}
+
 /// Every image of every set decodes and preprocesses (the BHSig sample has palette TIFFs).
 #[test]
 #[ignore = "needs ../shared/data (run by .ci/run)"]

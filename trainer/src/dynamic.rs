@@ -24,7 +24,8 @@ use autograph_shared::dataset::{Dataset, ImageSource, Label};
 use autograph_shared::gallery::{Template, writer_score};
 use autograph_shared::online::dtw::DtwScratch;
 use autograph_shared::online::evaluation::{
-    MeanStd, OnlineEvalOptions, OnlineReport, default_candidates, evaluate_online, report_table, sweep_candidates,
+    MeanStd, OnlineEvalOptions, OnlineReport, Summary, default_candidates, evaluate_online, report_table,
+    sweep_candidates,
 };
 use autograph_shared::online::features::FeatureSequence;
 use autograph_shared::online::verifier::{MAX_REFERENCES, MIN_REFERENCES};
@@ -176,6 +177,21 @@ fn pct(x: f64) -> String {
     if x.is_finite() { format!("{:.2}%", x * 100.0) } else { "n/a".into() }
 }
 
+/// `skilled EER | skilled FAR / FRR | random EER | random FAR / FRR` cells of a table row,
+/// the EERs in bold when `bold`.
+fn summary_cells(s: &Summary, bold: bool) -> String {
+    let b = if bold { "**" } else { "" };
+    format!(
+        "{b}{}{b} | {} / {} | {b}{}{b} | {} / {}",
+        mean_std(&s.skilled_eer),
+        mean_std(&s.skilled_far_at_validation_threshold),
+        mean_std(&s.skilled_frr_at_validation_threshold),
+        mean_std(&s.random_eer),
+        mean_std(&s.random_far_at_validation_threshold),
+        mean_std(&s.random_frr_at_validation_threshold)
+    )
+}
+
 fn mean_std(m: &MeanStd) -> String {
     if m.n == 0 { "n/a".into() } else { format!("{} ± {:.2}", pct(m.mean), m.std * 100.0) }
 }
@@ -220,16 +236,7 @@ pub fn dynamic_markdown(report: &OnlineReport) -> String {
         let _ = writeln!(md, "| {} | {} | {} | {se} | {so} | {re} | {ro} |", f.fold + 1, f.chosen, t.writers);
     }
     if let Some(s) = &report.summary {
-        let _ = writeln!(
-            md,
-            "| **mean ± std** | | | **{}** | {} / {} | **{}** | {} / {} |",
-            mean_std(&s.skilled_eer),
-            mean_std(&s.skilled_far_at_validation_threshold),
-            mean_std(&s.skilled_frr_at_validation_threshold),
-            mean_std(&s.random_eer),
-            mean_std(&s.random_far_at_validation_threshold),
-            mean_std(&s.random_frr_at_validation_threshold)
-        );
+        let _ = writeln!(md, "| **mean ± std** | | | {} |", summary_cells(s, true));
     }
     if report.candidates.len() > 1 {
         let _ = writeln!(md, "\nCandidates on validation users (EER mean ± std over folds):\n");
@@ -528,12 +535,8 @@ impl From<&PairedScores> for ScoreCounts {
 #[derive(Debug, Clone, Serialize)]
 pub struct MethodSummary {
     pub method: String,
-    pub skilled_eer: MeanStd,
-    pub random_eer: MeanStd,
-    pub skilled_far_at_validation_threshold: MeanStd,
-    pub skilled_frr_at_validation_threshold: MeanStd,
-    pub random_far_at_validation_threshold: MeanStd,
-    pub random_frr_at_validation_threshold: MeanStd,
+    #[serde(flatten)]
+    pub figures: Summary,
 }
 
 /// `fusion.json`.
@@ -557,18 +560,8 @@ fn summarise(folds: &[FusionFold]) -> Vec<MethodSummary> {
     METHODS
         .iter()
         .map(|&method| {
-            let tests: Vec<&VerificationMetrics> =
-                folds.iter().flat_map(|f| &f.methods).filter(|m| m.method == method).map(|m| &m.test).collect();
-            let of = |f: &dyn Fn(&VerificationMetrics) -> Option<f64>| MeanStd::of(tests.iter().filter_map(|t| f(t)));
-            MethodSummary {
-                method: method.to_string(),
-                skilled_eer: of(&|t| t.skilled.map(|m| m.eer)),
-                random_eer: of(&|t| t.random.map(|m| m.eer)),
-                skilled_far_at_validation_threshold: of(&|t| t.skilled.map(|m| m.at_validation_eer_threshold.far)),
-                skilled_frr_at_validation_threshold: of(&|t| t.skilled.map(|m| m.at_validation_eer_threshold.frr)),
-                random_far_at_validation_threshold: of(&|t| t.random.map(|m| m.at_validation_eer_threshold.far)),
-                random_frr_at_validation_threshold: of(&|t| t.random.map(|m| m.at_validation_eer_threshold.frr)),
-            }
+            let tests = folds.iter().flat_map(|f| &f.methods).filter(|m| m.method == method).map(|m| &m.test);
+            MethodSummary { method: method.to_string(), figures: Summary::of(tests) }
         })
         .collect()
 }
@@ -937,18 +930,9 @@ pub fn fusion_markdown(report: &FusionReport) -> String {
         "| Method | Skilled EER | skilled FAR / FRR at val. thr. | Random EER | random FAR / FRR at val. thr. |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|");
-    for s in &report.summary {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} / {} | {} | {} / {} |",
-            s.method,
-            mean_std(&s.skilled_eer),
-            mean_std(&s.skilled_far_at_validation_threshold),
-            mean_std(&s.skilled_frr_at_validation_threshold),
-            mean_std(&s.random_eer),
-            mean_std(&s.random_far_at_validation_threshold),
-            mean_std(&s.random_frr_at_validation_threshold)
-        );
+    for m in &report.summary {
+        let s = &m.figures;
+        let _ = writeln!(md, "| {} | {} |", m.method, summary_cells(s, false));
     }
     let _ = writeln!(md, "\nPer fold (test EER skilled / random; validation users / test users):\n");
     let _ = write!(md, "| Fold | Users |");

@@ -461,15 +461,22 @@ fn pooled(table: &[Option<UserScores>], users: &[usize]) -> VerificationScores {
 }
 
 fn summarise(folds: &[FoldReport]) -> Summary {
-    let tests: Vec<&VerificationMetrics> = folds.iter().filter_map(|f| f.test.as_ref()).collect();
-    let of = |f: &dyn Fn(&VerificationMetrics) -> Option<f64>| MeanStd::of(tests.iter().filter_map(|t| f(t)));
-    Summary {
-        skilled_eer: of(&|t| t.skilled.map(|m| m.eer)),
-        random_eer: of(&|t| t.random.map(|m| m.eer)),
-        skilled_far_at_validation_threshold: of(&|t| t.skilled.map(|m| m.at_validation_eer_threshold.far)),
-        skilled_frr_at_validation_threshold: of(&|t| t.skilled.map(|m| m.at_validation_eer_threshold.frr)),
-        random_far_at_validation_threshold: of(&|t| t.random.map(|m| m.at_validation_eer_threshold.far)),
-        random_frr_at_validation_threshold: of(&|t| t.random.map(|m| m.at_validation_eer_threshold.frr)),
+    Summary::of(folds.iter().filter_map(|f| f.test.as_ref()))
+}
+
+impl Summary {
+    /// Mean ± std over folds of each fold's test figures.
+    pub fn of<'a>(tests: impl IntoIterator<Item = &'a VerificationMetrics>) -> Self {
+        let tests: Vec<&VerificationMetrics> = tests.into_iter().collect();
+        let of = |f: &dyn Fn(&VerificationMetrics) -> Option<f64>| MeanStd::of(tests.iter().filter_map(|t| f(t)));
+        Summary {
+            skilled_eer: of(&|t| t.skilled.map(|m| m.eer)),
+            random_eer: of(&|t| t.random.map(|m| m.eer)),
+            skilled_far_at_validation_threshold: of(&|t| t.skilled.map(|m| m.at_validation_eer_threshold.far)),
+            skilled_frr_at_validation_threshold: of(&|t| t.skilled.map(|m| m.at_validation_eer_threshold.frr)),
+            random_far_at_validation_threshold: of(&|t| t.random.map(|m| m.at_validation_eer_threshold.far)),
+            random_frr_at_validation_threshold: of(&|t| t.random.map(|m| m.at_validation_eer_threshold.frr)),
+        }
     }
 }
 
