@@ -886,7 +886,11 @@ fn anchors(report: &EvaluationReport, layout: Layout) -> Vec<Anchor> {
             published: "SigNet: accuracy 86.11% (Bengali), 84.64% (Hindi)".into(),
             published_protocol: "writer-independent Siamese CNN; threshold chosen on the test pairs".into(),
             ours: ours_skilled("bhsig"),
-            our_protocol: format!("{our_verification_protocol} (a 4-writer sample here, not the full 260)"),
+            our_protocol: if name.contains("bhsig260_sample") {
+                format!("{our_verification_protocol} (a 4-writer sample here, not the full 260)")
+            } else {
+                our_verification_protocol.clone()
+            },
         },
         Anchor {
             benchmark: "Omniglot 20-way one-shot (20 official runs)".into(),

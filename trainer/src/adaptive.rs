@@ -18,7 +18,7 @@ use autograph_shared::dataset::splits::WriterSplit;
 use autograph_shared::dataset::{Dataset, Sample};
 use autograph_shared::manifest::{AdaptiveDecision, COHORT_FILE, CohortFile};
 use autograph_shared::metrics;
-use autograph_shared::protocol::{EmbeddedSample, Embedder, Thresholds, calibrate, embed_samples};
+use autograph_shared::protocol::{EmbeddedSample, Embedder, SplitEvaluation, Thresholds, calibrate, embed_samples};
 use serde::Serialize;
 
 /// Templates in a bundle's cohort: a few hundred keeps t-norm at verification under a
@@ -42,11 +42,12 @@ pub fn cohort_samples<'a>(dataset: &'a Dataset, split: &WriterSplit, limit: usiz
     let per_writer = limit.div_ceil(train.len()).max(1);
     let mut chosen = Vec::new();
     for writer in &split.train {
-        let mut mine: Vec<&Sample> = dataset.samples.iter().filter(|s| &s.writer == writer).collect();
         // Genuine and forged alternately, so a writer contributes both where it has both.
-        mine.sort_by_key(|s| s.label);
-        let (genuine, forged): (Vec<&Sample>, Vec<&Sample>) =
-            mine.into_iter().partition(|s| s.label == autograph_shared::dataset::Label::Genuine);
+        let (genuine, forged): (Vec<&Sample>, Vec<&Sample>) = dataset
+            .samples
+            .iter()
+            .filter(|s| &s.writer == writer)
+            .partition(|s| s.label == autograph_shared::dataset::Label::Genuine);
         let mut g = genuine.into_iter();
         let mut f = forged.into_iter();
         let mut taken = 0;
@@ -84,17 +85,18 @@ pub struct AdaptiveReport {
 }
 
 /// Embeds the cohort, writes `cohort.bin` into `bundle_dir`, chooses and calibrates the rule on
-/// `validation` (embedded validation writers) and reports every rule on `test`.
+/// the evaluation's validation writers (at its calibration R) and reports every rule on its test
+/// writers.
 pub fn build(
     embedder: &mut dyn Embedder,
     dataset: &Dataset,
     split: &WriterSplit,
     preprocess: &autograph_shared::PreprocessConfig,
-    references: usize,
-    validation: &[EmbeddedSample],
-    test: &[EmbeddedSample],
+    evaluation: &SplitEvaluation,
     bundle_dir: &Path,
 ) -> Result<(AdaptiveDecision, AdaptiveReport)> {
+    let (validation, test) = (&evaluation.validation_embedded, &evaluation.test_embedded);
+    let references = evaluation.calibration.references;
     let samples = cohort_samples(dataset, split, COHORT_SIZE)?;
     let bar = crate::progress::bar(samples.len() as u64, "embedding the cohort (training writers)");
     let (embedded, skipped) = embed_samples(embedder, &samples, preprocess, 32, &mut |n| bar.inc(n as u64))?;

@@ -168,16 +168,8 @@ pub fn export_bundle(run_dir: &Path, out: &Path, data: Option<&[PathBuf]>, devic
     let references = training_config.validation_references;
     let mut embedder = BurnEmbedder::new(&model, model_config.clone(), device);
     let evaluation = evaluate(&mut embedder, &dataset, &info.split, &preprocess, references, "calibrating (burn f32)")?;
-    let (adaptive, adaptive_report) = crate::adaptive::build(
-        &mut embedder,
-        &dataset,
-        &info.split,
-        &preprocess,
-        references,
-        &evaluation.validation_embedded,
-        &evaluation.test_embedded,
-        out,
-    )?;
+    let (adaptive, adaptive_report) =
+        crate::adaptive::build(&mut embedder, &dataset, &info.split, &preprocess, &evaluation, out)?;
     log::info!(
         "adaptive rule {:?} chosen on validation writers (skilled/random EER per rule: {:?})",
         adaptive_report.chosen,
