@@ -5,35 +5,38 @@ use autograph_shared::leakage::{background_features, background_only_eer, single
 use autograph_shared::preprocess::{PreprocessConfig, decode_gray, preprocess_gray};
 use autograph_tests::shared_data;
 
+/// Background statistics of every `step`-th image of a set, genuine and forged apart: the raw
+/// paper level (median grey) and the preprocessed image's background features.
+struct Backgrounds {
+    raw: [Vec<f32>; 2],
+    preprocessed: [Vec<[f32; 3]>; 2],
+}
+
+fn backgrounds(set: &str, step: usize) -> Backgrounds {
+    let ds = Dataset::load(&shared_data().join(set)).expect("load the set");
+    let cfg = PreprocessConfig::default();
+    let mut out = Backgrounds { raw: [Vec::new(), Vec::new()], preprocessed: [Vec::new(), Vec::new()] };
+    for sample in ds.samples.iter().step_by(step) {
+        let bytes = sample.source.read().expect("read");
+        let gray = decode_gray(&bytes, &cfg).expect("decode");
+        let mut px = gray.as_raw().clone();
+        px.sort_unstable();
+        let side = usize::from(sample.label == Label::Forged);
+        out.raw[side].push(px[px.len() / 2] as f32);
+        out.preprocessed[side].push(background_features(&preprocess_gray(&gray, &cfg).expect("preprocess")));
+    }
+    out
+}
+
 /// The CEDAR trap: raw paper level separates genuine from forged almost perfectly; after
 /// preprocessing, no background statistic does.
 #[test]
 #[ignore = "needs ../shared/data (run by .ci/run)"]
 fn cedar_background_no_longer_separates_genuine_from_forged() {
-    let ds = Dataset::load(&shared_data().join("cedar_half")).expect("load cedar_half");
-    let cfg = PreprocessConfig::default();
-    let (mut raw_g, mut raw_f, mut pre_g, mut pre_f) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // Every 4th image keeps the test quick while covering all 55 writers.
-    for sample in ds.samples.iter().step_by(4) {
-        let bytes = sample.source.read().expect("read");
-        let gray = decode_gray(&bytes, &cfg).expect("decode");
-        let mut px = gray.as_raw().clone();
-        px.sort_unstable();
-        let median = px[px.len() / 2] as f32;
-        let features = background_features(&preprocess_gray(&gray, &cfg).expect("preprocess"));
-        match sample.label {
-            Label::Genuine => {
-                raw_g.push(median);
-                pre_g.push(features);
-            }
-            Label::Forged => {
-                raw_f.push(median);
-                pre_f.push(features);
-            }
-        }
-    }
-    let raw = single_feature_eer(&raw_g, &raw_f);
-    let pre = background_only_eer(&pre_g, &pre_f);
+    let b = backgrounds("cedar_half", 4);
+    let raw = single_feature_eer(&b.raw[0], &b.raw[1]);
+    let pre = background_only_eer(&b.preprocessed[0], &b.preprocessed[1]);
     println!("CEDAR background-only EER: raw paper median {:.1}%, preprocessed {:.1}%", raw * 100.0, pre * 100.0);
     assert!(raw < 0.10, "the raw scans should show the trap (EER {raw})");
     assert!(pre > 0.35, "background statistics still separate genuine from forged after preprocessing (EER {pre})");
@@ -44,30 +47,10 @@ fn cedar_background_no_longer_separates_genuine_from_forged() {
 #[test]
 #[ignore = "needs ../shared/data (run by .ci/run)"]
 fn hindi_background_does_not_separate_genuine_from_forged() {
-    let ds = Dataset::load(&shared_data().join("bhsig260_hindi")).expect("load bhsig260_hindi");
-    let cfg = PreprocessConfig::default();
-    let (mut raw_g, mut raw_f, mut pre_g, mut pre_f) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // Every 8th image keeps the test quick while covering all 160 writers.
-    for sample in ds.samples.iter().step_by(8) {
-        let bytes = sample.source.read().expect("read");
-        let gray = decode_gray(&bytes, &cfg).expect("decode");
-        let mut px = gray.as_raw().clone();
-        px.sort_unstable();
-        let median = px[px.len() / 2] as f32;
-        let features = background_features(&preprocess_gray(&gray, &cfg).expect("preprocess"));
-        match sample.label {
-            Label::Genuine => {
-                raw_g.push(median);
-                pre_g.push(features);
-            }
-            Label::Forged => {
-                raw_f.push(median);
-                pre_f.push(features);
-            }
-        }
-    }
-    let raw = single_feature_eer(&raw_g, &raw_f);
-    let pre = background_only_eer(&pre_g, &pre_f);
+    let b = backgrounds("bhsig260_hindi", 8);
+    let raw = single_feature_eer(&b.raw[0], &b.raw[1]);
+    let pre = background_only_eer(&b.preprocessed[0], &b.preprocessed[1]);
     println!(
         "BHSig260 Hindi background-only EER: raw paper median {:.1}%, preprocessed {:.1}%",
         raw * 100.0,
