@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use autograph_device::store;
 use autograph_shared::adaptive::DecisionRule;
 use autograph_shared::manifest::{COHORT_FILE, Manifest};
-use common::{Writer, adaptive_fixture, assert_keys, autograph, signature_file, write_adaptive_bundle, write_bundle};
+use common::{
+    VERIFY_KEYS, Writer, adaptive_fixture, assert_keys, autograph, signature_file, write_adaptive_bundle, write_bundle,
+};
 
 /// A scratch directory with images, bundles and a gallery.
 struct Setup {
@@ -57,30 +59,6 @@ impl Setup {
     }
 }
 
-/// Keys of `verify --json`.
-const VERIFY_KEYS: [&str; 16] = [
-    "command",
-    "user",
-    "image",
-    "decision",
-    "accepted",
-    "similarity",
-    "score",
-    "normalised",
-    "rule",
-    "fallback",
-    "threshold",
-    "operating_point",
-    "references",
-    "replay",
-    "runtime",
-    "precision",
-];
-
-fn verify_keys() -> Vec<&'static str> {
-    VERIFY_KEYS.to_vec()
-}
-
 fn f(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
@@ -114,7 +92,7 @@ fn adaptive_bundle_fits_at_enrolment_and_verifies_by_its_rule() {
             for sample in 20..24 {
                 let run = s.verify(&bundle, user, writer, sample);
                 let j = run.json();
-                assert_keys(&j, &verify_keys());
+                assert_keys(&j, &VERIFY_KEYS);
                 assert_eq!((j["rule"].as_str(), j["fallback"].is_null()), (Some(name), true), "{j}");
                 assert!((f(&j["threshold"]) - f64::from(thresholds.random.eer)).abs() < 1e-6, "{j}");
                 assert_eq!(j["operating_point"]["against"], "random", "no skilled calibration: {j}");
@@ -190,7 +168,7 @@ fn writers_without_a_model_fall_back_until_refit() {
     }
     let run = s.verify(&new, "alice", 1, 20);
     let j = run.json();
-    assert_keys(&j, &verify_keys());
+    assert_keys(&j, &VERIFY_KEYS);
     assert_eq!((run.code, j["rule"].as_str()), (0, Some("nearest")), "{j}");
     assert!(j["fallback"].as_str().is_some_and(|f| f.contains("no writer model") && f.contains("refit")), "{j}");
     assert!((f(&j["threshold"]) - f64::from(common::SKILLED.eer)).abs() < 1e-6, "the nearest threshold: {j}");
@@ -346,7 +324,7 @@ fn bundles_without_adaptive_section_decide_by_the_nearest_rule() {
     assert_eq!((j["writer_model"].as_bool(), j["writer_model_problem"].is_null()), (Some(false), true), "{j}");
     let run = s.verify(&bundle, "alice", 1, 20);
     let j = run.json();
-    assert_keys(&j, &verify_keys());
+    assert_keys(&j, &VERIFY_KEYS);
     assert_eq!((run.code, j["rule"].as_str()), (0, Some("nearest")), "{j}");
     assert!(j["fallback"].is_null() && j["normalised"].is_null(), "{j}");
     assert_eq!(j["score"], j["similarity"]);

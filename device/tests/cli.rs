@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use autograph_device::store;
 use autograph_shared::gallery::{EMBEDDING_DIM, KioskGallery, Template};
 use autograph_shared::manifest::{MANIFEST_FILE, MODEL_F32_FILE, Manifest};
-use common::{Writer, assert_keys, autograph, signature_file, write_bundle, write_file};
+use common::{VERIFY_KEYS, Writer, assert_keys, autograph, signature_file, write_bundle, write_file};
 
 /// A bundle, a gallery path and a scratch directory for images.
 struct Kiosk {
@@ -104,25 +104,7 @@ fn enroll_verify_identify_round_trip() {
     let run = k.run(&["verify", "--user", "alice"], &[&k.sig(1, 20)]);
     assert_eq!(run.code, 0, "{run:?}");
     let j = run.json();
-    assert_keys(
-        &j,
-        &keys(&[
-            "command",
-            "user",
-            "image",
-            "decision",
-            "accepted",
-            "similarity",
-            "score",
-            "normalised",
-            "rule",
-            "fallback",
-            "threshold",
-            "operating_point",
-            "references",
-            "replay",
-        ]),
-    );
+    assert_keys(&j, &VERIFY_KEYS);
     assert_eq!((j["decision"].as_str(), j["accepted"].as_bool()), (Some("accepted"), Some(true)));
     // A bundle without a cohort decides by the nearest rule: the score is the similarity.
     assert_eq!((j["rule"].as_str(), j["fallback"].is_null(), j["normalised"].is_null()), (Some("nearest"), true, true));

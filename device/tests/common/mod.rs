@@ -637,3 +637,24 @@ pub fn assert_keys(value: &serde_json::Value, keys: &[&str]) {
     expected.sort_unstable();
     assert_eq!(found, expected, "keys of {value}");
 }
+
+/// Keys of `autograph verify --json` (the runtime's `runtime` and `precision` included).
+#[allow(dead_code)]
+pub const VERIFY_KEYS: [&str; 16] = [
+    "command",
+    "user",
+    "image",
+    "decision",
+    "accepted",
+    "similarity",
+    "score",
+    "normalised",
+    "rule",
+    "fallback",
+    "threshold",
+    "operating_point",
+    "references",
+    "replay",
+    "runtime",
+    "precision",
+];
