@@ -11,7 +11,8 @@ use autograph_device::store;
 use autograph_shared::adaptive::DecisionRule;
 use autograph_shared::manifest::{COHORT_FILE, Manifest};
 use common::{
-    VERIFY_KEYS, Writer, adaptive_fixture, assert_keys, autograph, signature_file, write_adaptive_bundle, write_bundle,
+    VERIFY_KEYS, Writer, adaptive_fixture, assert_keys, autograph, bench_json, signature_file, write_adaptive_bundle,
+    write_bundle,
 };
 
 /// A scratch directory with images, bundles and a gallery.
@@ -376,15 +377,7 @@ fn bench_measures_the_adaptive_rules() {
         } else {
             write_bundle(dir.path(), 1);
         }
-        let run = autograph([
-            "bench".as_ref(),
-            "--json".as_ref(),
-            "--runs".as_ref(),
-            "3".as_ref(),
-            "--bundle".as_ref(),
-            dir.path().as_os_str(),
-        ]);
-        assert_eq!(run.code, 0, "{run:?}");
+        let run = bench_json(dir.path());
         let a = &run.json()["adaptive"];
         assert_keys(a, &["cohort", "cohort_templates", "references", "enroll_ms", "decide_ms", "ratio_vs_nearest"]);
         assert_eq!(a["cohort"], if adaptive { "bundle" } else { "synthetic" });

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use autograph_device::store;
 use autograph_shared::gallery::{EMBEDDING_DIM, KioskGallery, Template};
 use autograph_shared::manifest::{MANIFEST_FILE, MODEL_F32_FILE, Manifest};
-use common::{VERIFY_KEYS, Writer, assert_keys, autograph, signature_file, write_bundle, write_file};
+use common::{VERIFY_KEYS, Writer, assert_keys, autograph, bench_json, signature_file, write_bundle, write_file};
 
 /// A bundle, a gallery path and a scratch directory for images.
 struct Kiosk {
@@ -639,15 +639,7 @@ fn help_and_usage_errors() {
 fn bench_reports_every_figure() {
     let dir = tempfile::tempdir().expect("tmp");
     write_bundle(dir.path(), 1);
-    let run = autograph([
-        "bench".as_ref(),
-        "--json".as_ref(),
-        "--runs".as_ref(),
-        "3".as_ref(),
-        "--bundle".as_ref(),
-        dir.path().as_os_str(),
-    ]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = bench_json(dir.path());
     let j = run.json();
     assert_keys(
         &j,

@@ -658,3 +658,18 @@ pub const VERIFY_KEYS: [&str; 16] = [
     "runtime",
     "precision",
 ];
+
+/// `autograph bench --json --runs 3 --bundle DIR`, checked to succeed.
+#[allow(dead_code)]
+pub fn bench_json(bundle: &Path) -> Run {
+    let run = autograph([
+        "bench".as_ref(),
+        "--json".as_ref(),
+        "--runs".as_ref(),
+        "3".as_ref(),
+        "--bundle".as_ref(),
+        bundle.as_os_str(),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    run
+}
