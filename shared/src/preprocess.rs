@@ -137,6 +137,11 @@ pub fn preprocess_bytes(bytes: &[u8], config: &PreprocessConfig) -> Result<Prepr
 
 /// Decodes any supported image to 8-bit grayscale, refusing absurd headers before allocating.
 pub fn decode_gray(bytes: &[u8], config: &PreprocessConfig) -> Result<GrayImage, PreprocessError> {
+    decode_image(bytes, config).map(to_gray)
+}
+
+/// [`decode_gray`] without the grey conversion, which the benchmark times on its own.
+fn decode_image(bytes: &[u8], config: &PreprocessConfig) -> Result<DynamicImage, PreprocessError> {
     if bytes.is_empty() {
         return Err(PreprocessError::Empty);
     }
@@ -154,8 +159,10 @@ pub fn decode_gray(bytes: &[u8], config: &PreprocessConfig) -> Result<GrayImage,
     limits.max_alloc = Some(config.max_decode_bytes);
     reader.limits(limits);
     match reader.decode() {
-        Ok(img) => Ok(to_gray(img)),
-        Err(ImageError::Unsupported(_)) if format == image::ImageFormat::Tiff => decode_palette_tiff(bytes, config),
+        Ok(img) => Ok(img),
+        Err(ImageError::Unsupported(_)) if format == image::ImageFormat::Tiff => {
+            decode_palette_tiff(bytes, config).map(DynamicImage::ImageLuma8)
+        }
         Err(e) => Err(map_image_error(e, config)),
     }
 }
@@ -291,53 +298,447 @@ pub fn preprocess_gray(gray: &GrayImage, config: &PreprocessConfig) -> Result<Pr
     if w == 0 || h == 0 {
         return Err(PreprocessError::ZeroSize);
     }
-    let pixels = gray.as_raw();
-    let histogram = histogram(pixels);
-    let threshold = otsu_threshold(&histogram);
-    let ink_count: u64 = histogram[..=threshold as usize].iter().sum();
-    let paper_count = pixels.len() as u64 - ink_count;
-    if ink_count < config.min_ink_pixels as u64 || paper_count == 0 {
-        return Err(PreprocessError::NoInk);
-    }
-    // Paper level: the median grey of the background class. Ink reference: a low quantile of
-    // the ink class. Both come from the image itself, so scanner level and pen darkness cancel.
-    let paper = quantile_in(&histogram, threshold as usize + 1, 255, 0.5);
-    let ink = quantile_in(&histogram, 0, threshold as usize, config.ink_quantile);
-    if paper.saturating_sub(ink) < config.min_contrast {
-        return Err(PreprocessError::NoInk);
-    }
-    let span = (paper - ink) as f32;
-    let ink_value =
-        |p: u8| -> f32 { if p > threshold { 0.0 } else { ((paper as f32 - p as f32) / span).clamp(0.0, 1.0) } };
-
-    let (x0, x1, y0, y1) = ink_bounding_box(gray, threshold, config);
-    let (cw, ch) = (x1 - x0 + 1, y1 - y0 + 1);
-    let crop: ImageBuffer<Luma<f32>, Vec<f32>> =
-        ImageBuffer::from_fn(cw, ch, |x, y| Luma([ink_value(gray.get_pixel(x0 + x, y0 + y).0[0])]));
-
-    let scale = (config.width as f32 / cw as f32).min(config.height as f32 / ch as f32);
-    let nw = ((cw as f32 * scale).round() as u32).clamp(1, config.width);
-    let nh = ((ch as f32 * scale).round() as u32).clamp(1, config.height);
-    let resized = image::imageops::resize(&crop, nw, nh, FilterType::Triangle);
-
-    let (ow, oh) = (config.width as usize, config.height as usize);
-    let mut out = vec![0f32; ow * oh];
-    let (ox, oy) = ((ow - nw as usize) / 2, (oh - nh as usize) / 2);
-    for (y, row) in resized.as_raw().chunks_exact(nw as usize).enumerate() {
-        let start = (oy + y) * ow + ox;
-        for (dst, &v) in out[start..start + nw as usize].iter_mut().zip(row) {
-            *dst = v.clamp(0.0, 1.0);
-        }
-    }
-    Ok(Preprocessed { height: config.height, width: config.width, pixels: out })
+    let levels = stages::ink_levels(gray.as_raw(), config)?;
+    let bbox = stages::ink_bounding_box(gray, levels.threshold, config);
+    let (nw, nh) = stages::output_size(bbox, config);
+    let resized = stages::crop_resize(gray, &levels, bbox, nw, nh);
+    Ok(stages::pad(&resized, nw, nh, config))
 }
 
-fn histogram(pixels: &[u8]) -> [u64; 256] {
-    let mut h = [0u64; 256];
-    for &p in pixels {
-        h[p as usize] += 1;
+/// The stages of [`preprocess_gray`], public only so that `benches/preprocess.rs` can time each
+/// one against [`mod@reference`]. Every stage gives bit-identical results to the reference's.
+#[doc(hidden)]
+pub mod stages {
+    use super::*;
+
+    /// Decodes without the grey conversion (palette TIFFs come back grey already).
+    pub fn decode_image(bytes: &[u8], config: &PreprocessConfig) -> Result<DynamicImage, PreprocessError> {
+        super::decode_image(bytes, config)
     }
-    h
+
+    /// Grey conversion; a move for 8-bit grey inputs (every image of the real sets).
+    pub fn to_gray(img: DynamicImage) -> GrayImage {
+        super::to_gray(img)
+    }
+
+    /// Otsu's threshold (ink <= threshold) and the paper and ink grey levels of one image.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct InkLevels {
+        pub threshold: u8,
+        pub paper: u8,
+        pub ink: u8,
+    }
+
+    impl InkLevels {
+        /// Ink intensity of every grey level, so each pixel costs a lookup instead of a
+        /// division. Same expression as the reference's per-pixel closure, hence same bits.
+        pub fn table(&self) -> [f32; 256] {
+            let span = (self.paper - self.ink) as f32;
+            std::array::from_fn(|p| {
+                let p = p as u8;
+                if p > self.threshold { 0.0 } else { ((self.paper as f32 - p as f32) / span).clamp(0.0, 1.0) }
+            })
+        }
+    }
+
+    /// Histogram, Otsu's threshold, paper and ink levels; refuses pages without ink.
+    pub fn ink_levels(pixels: &[u8], config: &PreprocessConfig) -> Result<InkLevels, PreprocessError> {
+        let histogram = histogram(pixels);
+        let threshold = otsu_threshold(&histogram);
+        let ink_count: u64 = histogram[..=threshold as usize].iter().sum();
+        let paper_count = pixels.len() as u64 - ink_count;
+        if ink_count < config.min_ink_pixels as u64 || paper_count == 0 {
+            return Err(PreprocessError::NoInk);
+        }
+        // Paper level: the median grey of the background class. Ink reference: a low quantile
+        // of the ink class. Both come from the image itself, so scanner level and pen darkness
+        // cancel.
+        let paper = quantile_in(&histogram, threshold as usize + 1, 255, 0.5);
+        let ink = quantile_in(&histogram, 0, threshold as usize, config.ink_quantile);
+        if paper.saturating_sub(ink) < config.min_contrast {
+            return Err(PreprocessError::NoInk);
+        }
+        Ok(InkLevels { threshold, paper, ink })
+    }
+
+    /// Grey-level counts. A block of 16 pixels equal to the current run's grey (paper, mostly)
+    /// only lengthens the run, kept in a register; other pixels go to four interleaved tables, as
+    /// with a single table every increment of equal pixels waits for the previous one.
+    fn histogram(pixels: &[u8]) -> [u64; 256] {
+        let mut total = [0u64; 256];
+        // Blocks short enough that u32 counts cannot overflow.
+        for block in pixels.chunks(1 << 28) {
+            let mut parts = [[0u32; 256]; 4];
+            const ONES: u128 = u128::MAX / 255; // 0x0101...01
+            let (mut run_grey, mut run) = (0u8, 0u32);
+            let (sixteens, rest) = block.as_chunks::<16>();
+            for b in sixteens {
+                let word = u128::from_le_bytes(*b);
+                if word == u128::from(run_grey) * ONES {
+                    run += 16;
+                } else if word == word.rotate_left(8) {
+                    parts[0][run_grey as usize] += run;
+                    (run_grey, run) = (b[0], 16);
+                } else {
+                    for (i, &p) in b.iter().enumerate() {
+                        parts[i % 4][p as usize] += 1;
+                    }
+                }
+            }
+            parts[0][run_grey as usize] += run;
+            for &p in rest {
+                parts[0][p as usize] += 1;
+            }
+            for part in &parts {
+                for (t, &c) in total.iter_mut().zip(part) {
+                    *t += u64::from(c);
+                }
+            }
+        }
+        total
+    }
+
+    /// Ink bounding box `(x0, x1, y0, y1)`, trimmed by `crop_trim` of the ink mass on each side,
+    /// plus the margin. Ink per column is counted over row slices in u8 counters flushed every
+    /// 255 rows (16 or 32 pixels per vector instruction); ink per row only for the rows the trim
+    /// reaches from either end, a few rows of a page.
+    pub fn ink_bounding_box(gray: &GrayImage, threshold: u8, config: &PreprocessConfig) -> (u32, u32, u32, u32) {
+        let (w, h) = gray.dimensions();
+        let rows: Vec<&[u8]> = gray.as_raw().chunks_exact(w as usize).take(h as usize).collect();
+        let mut cols = vec![0u64; w as usize];
+        let mut recent = vec![0u8; w as usize];
+        for block in rows.chunks(255) {
+            for row in block {
+                for (c, &p) in recent.iter_mut().zip(*row) {
+                    *c += u8::from(p <= threshold);
+                }
+            }
+            for (c, r) in cols.iter_mut().zip(recent.iter_mut()) {
+                *c += u64::from(*r);
+                *r = 0;
+            }
+        }
+        let total: u64 = cols.iter().sum();
+        // u8 sums of at most 255 pixels vectorise 16 or 32 wide and cannot overflow.
+        let ink_in_row = |y: usize| -> u64 {
+            let ink_in = |c: &[u8]| c.iter().fold(0u8, |n, &p| n + u8::from(p <= threshold));
+            rows[y].chunks(255).map(|c| u64::from(ink_in(c))).sum()
+        };
+        let (x0, x1) = trimmed_extent(cols.len(), total, config.crop_trim, |x| cols[x]);
+        let (y0, y1) = trimmed_extent(rows.len(), total, config.crop_trim, ink_in_row);
+        let margin = (config.margin * (x1 - x0 + 1).max(y1 - y0 + 1) as f32).round() as u32;
+        (x0.saturating_sub(margin), (x1 + margin).min(w - 1), y0.saturating_sub(margin), (y1 + margin).min(h - 1))
+    }
+
+    /// First and last index once `trim` of `total` is passed from either end; `count(i)` is
+    /// asked only for the indices the two scans reach.
+    fn trimmed_extent(len: usize, total: u64, trim: f32, count: impl Fn(usize) -> u64) -> (u32, u32) {
+        let cut = (total as f64 * trim as f64).floor() as u64;
+        let mut acc = 0u64;
+        let mut lo = 0usize;
+        for i in 0..len {
+            acc += count(i);
+            if acc > cut {
+                lo = i;
+                break;
+            }
+        }
+        acc = 0;
+        let mut hi = len - 1;
+        for i in (0..len).rev() {
+            acc += count(i);
+            if acc > cut {
+                hi = i;
+                break;
+            }
+        }
+        (lo as u32, hi.max(lo) as u32)
+    }
+
+    /// The stretches of `row` that hold ink (a pixel `<= threshold`), in 16-pixel blocks, merged
+    /// when adjacent; the rest is paper, whose ink value is exactly 0. Tests a block at a time,
+    /// which vectorises.
+    fn ink_runs(row: &[u8], threshold: u8, runs: &mut Vec<(usize, usize)>) {
+        const BLOCK: usize = 16;
+        let has_ink = |b: &[u8]| b.iter().fold(false, |a, &p| a | (p <= threshold));
+        let push = |runs: &mut Vec<(usize, usize)>, a: usize, b: usize| match runs.last_mut() {
+            Some(last) if last.1 == a => last.1 = b,
+            _ => runs.push((a, b)),
+        };
+        runs.clear();
+        let (blocks, rest) = row.as_chunks::<BLOCK>();
+        for (i, block) in blocks.iter().enumerate() {
+            if has_ink(block) {
+                push(runs, i * BLOCK, (i + 1) * BLOCK);
+            }
+        }
+        if has_ink(rest) {
+            push(runs, row.len() - rest.len(), row.len());
+        }
+    }
+
+    /// Size of the resized crop: aspect kept, fitted into the output.
+    pub fn output_size((x0, x1, y0, y1): (u32, u32, u32, u32), config: &PreprocessConfig) -> (u32, u32) {
+        let (cw, ch) = (x1 - x0 + 1, y1 - y0 + 1);
+        let scale = (config.width as f32 / cw as f32).min(config.height as f32 / ch as f32);
+        let nw = ((cw as f32 * scale).round() as u32).clamp(1, config.width);
+        let nh = ((ch as f32 * scale).round() as u32).clamp(1, config.height);
+        (nw, nh)
+    }
+
+    /// Triangle-filter taps along one axis of `image::imageops::resize` (0.25): output `o` reads
+    /// source `start[o]..` with `weights[offset[o]..offset[o + 1]]`. Same f32 operations in the
+    /// same order as `image`, so the weights are bit-identical.
+    struct Taps {
+        start: Vec<usize>,
+        offset: Vec<usize>,
+        weights: Vec<f32>,
+    }
+
+    impl Taps {
+        fn triangle(src: usize, dst: usize) -> Taps {
+            let ratio = src as f32 / dst as f32;
+            let sratio = if ratio < 1.0 { 1.0 } else { ratio };
+            let support = sratio; // the triangle's support is 1, scaled by `sratio`
+            let mut taps = Taps { start: Vec::with_capacity(dst), offset: vec![0], weights: Vec::new() };
+            for out in 0..dst {
+                let centre = (out as f32 + 0.5) * ratio;
+                let left = ((centre - support).floor() as i64).clamp(0, src as i64 - 1);
+                let right = ((centre + support).ceil() as i64).clamp(left + 1, src as i64);
+                let centre = centre - 0.5;
+                let first = taps.weights.len();
+                let mut sum = 0.0f32;
+                for i in left..right {
+                    let x = (i as f32 - centre) / sratio;
+                    let w = if x.abs() < 1.0 { 1.0 - x.abs() } else { 0.0 };
+                    taps.weights.push(w);
+                    sum += w;
+                }
+                for w in &mut taps.weights[first..] {
+                    *w /= sum;
+                }
+                taps.start.push(left as usize);
+                taps.offset.push(taps.weights.len());
+            }
+            taps
+        }
+
+        fn of(&self, out: usize) -> (usize, &[f32]) {
+            (self.start[out], &self.weights[self.offset[out]..self.offset[out + 1]])
+        }
+    }
+
+    /// Crop to ink intensities and resize (triangle filter) in one pass, `nh * nw` values in
+    /// [0, 1]. Bit-identical to cropping to an f32 image and calling `image::imageops::resize`:
+    /// the same vertical-then-horizontal passes with the same sums in the same order, but on one
+    /// channel instead of four, without the full-resolution float crop (each source row is
+    /// converted once, through the table), and skipping 16-pixel blocks of paper, which would add
+    /// exact zeros to non-negative sums and so change nothing.
+    pub fn crop_resize(
+        gray: &GrayImage,
+        levels: &InkLevels,
+        (x0, x1, y0, y1): (u32, u32, u32, u32),
+        nw: u32,
+        nh: u32,
+    ) -> Vec<f32> {
+        let table = levels.table();
+        let (x0, y0, w) = (x0 as usize, y0 as usize, gray.width() as usize);
+        let (cw, ch) = (x1 as usize - x0 + 1, y1 as usize - y0 + 1);
+        let (nw, nh) = (nw as usize, nh as usize);
+        let raw = gray.as_raw();
+
+        // Vertical pass, cw x nh. Source rows are visited in order and added to every output row
+        // whose window holds them, so each output sums its taps in the reference's order.
+        let rows = Taps::triangle(ch, nh);
+        let mut mid = vec![0f32; nh * cw];
+        let mut line = vec![0f32; cw];
+        let mut runs = Vec::new();
+        let mut first = 0usize;
+        for sy in 0..ch {
+            let src = &raw[(y0 + sy) * w + x0..][..cw];
+            ink_runs(src, levels.threshold, &mut runs);
+            if runs.is_empty() {
+                continue;
+            }
+            for &(a, b) in &runs {
+                for (d, &p) in line[a..b].iter_mut().zip(&src[a..b]) {
+                    *d = table[p as usize];
+                }
+            }
+            // Windows move monotonically down the source: skip those that ended above `sy`.
+            while first < nh && rows.start[first] + (rows.offset[first + 1] - rows.offset[first]) <= sy {
+                first += 1;
+            }
+            for oy in first..nh {
+                let (start, weights) = rows.of(oy);
+                if start > sy {
+                    break;
+                }
+                let wt = weights[sy - start];
+                let acc = &mut mid[oy * cw..][..cw];
+                for &(a, b) in &runs {
+                    for (acc, &v) in acc[a..b].iter_mut().zip(&line[a..b]) {
+                        *acc += v * wt;
+                    }
+                }
+            }
+        }
+
+        // Horizontal pass, nw x nh, clamped to [0, 1] like `image` does for f32 pixels.
+        let cols = Taps::triangle(cw, nw);
+        let mut out = vec![0f32; nh * nw];
+        for (src, dst) in mid.chunks_exact(cw).zip(out.chunks_exact_mut(nw)) {
+            for (ox, d) in dst.iter_mut().enumerate() {
+                let (start, weights) = cols.of(ox);
+                let mut t = 0.0f32;
+                for (&v, &wt) in src[start..].iter().zip(weights) {
+                    t += v * wt;
+                }
+                *d = t.clamp(0.0, 1.0);
+            }
+        }
+        out
+    }
+
+    /// Centres the `nw x nh` resized crop in the configured output, background 0.
+    pub fn pad(resized: &[f32], nw: u32, nh: u32, config: &PreprocessConfig) -> Preprocessed {
+        let (ow, oh) = (config.width as usize, config.height as usize);
+        let mut out = vec![0f32; ow * oh];
+        let (ox, oy) = ((ow - nw as usize) / 2, (oh - nh as usize) / 2);
+        for (y, row) in resized.chunks_exact(nw as usize).enumerate() {
+            let start = (oy + y) * ow + ox;
+            for (dst, &v) in out[start..start + nw as usize].iter_mut().zip(row) {
+                *dst = v.clamp(0.0, 1.0);
+            }
+        }
+        Preprocessed { height: config.height, width: config.width, pixels: out }
+    }
+}
+
+/// The implementation before issue #16 (per-pixel closure, `get_pixel`, a full-resolution f32
+/// crop and `image::imageops::resize`), kept verbatim and split into the same stages, so that
+/// tests and `benches/preprocess.rs` check and time [`preprocess_gray`] against it in one run.
+/// Not for production use.
+#[doc(hidden)]
+pub mod reference {
+    use super::stages::InkLevels;
+    use super::*;
+
+    pub fn preprocess_gray(gray: &GrayImage, config: &PreprocessConfig) -> Result<Preprocessed, PreprocessError> {
+        config.validate()?;
+        let (w, h) = gray.dimensions();
+        if w == 0 || h == 0 {
+            return Err(PreprocessError::ZeroSize);
+        }
+        let levels = ink_levels(gray.as_raw(), config)?;
+        let bbox = ink_bounding_box(gray, levels.threshold, config);
+        let crop = crop(gray, &levels, bbox);
+        let (nw, nh) = resized_size(crop.width(), crop.height(), config);
+        let resized = resize(&crop, nw, nh);
+        Ok(pad(&resized, config))
+    }
+
+    pub fn ink_levels(pixels: &[u8], config: &PreprocessConfig) -> Result<InkLevels, PreprocessError> {
+        let histogram = histogram(pixels);
+        let threshold = otsu_threshold(&histogram);
+        let ink_count: u64 = histogram[..=threshold as usize].iter().sum();
+        let paper_count = pixels.len() as u64 - ink_count;
+        if ink_count < config.min_ink_pixels as u64 || paper_count == 0 {
+            return Err(PreprocessError::NoInk);
+        }
+        let paper = quantile_in(&histogram, threshold as usize + 1, 255, 0.5);
+        let ink = quantile_in(&histogram, 0, threshold as usize, config.ink_quantile);
+        if paper.saturating_sub(ink) < config.min_contrast {
+            return Err(PreprocessError::NoInk);
+        }
+        Ok(InkLevels { threshold, paper, ink })
+    }
+
+    fn histogram(pixels: &[u8]) -> [u64; 256] {
+        let mut h = [0u64; 256];
+        for &p in pixels {
+            h[p as usize] += 1;
+        }
+        h
+    }
+
+    pub fn ink_bounding_box(gray: &GrayImage, threshold: u8, config: &PreprocessConfig) -> (u32, u32, u32, u32) {
+        let (w, h) = gray.dimensions();
+        let mut cols = vec![0u64; w as usize];
+        let mut rows = vec![0u64; h as usize];
+        for (x, y, p) in gray.enumerate_pixels() {
+            if p.0[0] <= threshold {
+                cols[x as usize] += 1;
+                rows[y as usize] += 1;
+            }
+        }
+        let (x0, x1) = trimmed_extent(&cols, config.crop_trim);
+        let (y0, y1) = trimmed_extent(&rows, config.crop_trim);
+        let margin = (config.margin * (x1 - x0 + 1).max(y1 - y0 + 1) as f32).round() as u32;
+        (x0.saturating_sub(margin), (x1 + margin).min(w - 1), y0.saturating_sub(margin), (y1 + margin).min(h - 1))
+    }
+
+    pub fn crop(
+        gray: &GrayImage,
+        levels: &InkLevels,
+        (x0, x1, y0, y1): (u32, u32, u32, u32),
+    ) -> ImageBuffer<Luma<f32>, Vec<f32>> {
+        let InkLevels { threshold, paper, ink } = *levels;
+        let span = (paper - ink) as f32;
+        let ink_value =
+            |p: u8| -> f32 { if p > threshold { 0.0 } else { ((paper as f32 - p as f32) / span).clamp(0.0, 1.0) } };
+        let (cw, ch) = (x1 - x0 + 1, y1 - y0 + 1);
+        ImageBuffer::from_fn(cw, ch, |x, y| Luma([ink_value(gray.get_pixel(x0 + x, y0 + y).0[0])]))
+    }
+
+    pub fn resized_size(cw: u32, ch: u32, config: &PreprocessConfig) -> (u32, u32) {
+        let scale = (config.width as f32 / cw as f32).min(config.height as f32 / ch as f32);
+        let nw = ((cw as f32 * scale).round() as u32).clamp(1, config.width);
+        let nh = ((ch as f32 * scale).round() as u32).clamp(1, config.height);
+        (nw, nh)
+    }
+
+    pub fn resize(crop: &ImageBuffer<Luma<f32>, Vec<f32>>, nw: u32, nh: u32) -> ImageBuffer<Luma<f32>, Vec<f32>> {
+        image::imageops::resize(crop, nw, nh, FilterType::Triangle)
+    }
+
+    fn trimmed_extent(counts: &[u64], trim: f32) -> (u32, u32) {
+        let total: u64 = counts.iter().sum();
+        let cut = (total as f64 * trim as f64).floor() as u64;
+        let mut acc = 0u64;
+        let mut lo = 0usize;
+        for (i, &c) in counts.iter().enumerate() {
+            acc += c;
+            if acc > cut {
+                lo = i;
+                break;
+            }
+        }
+        acc = 0;
+        let mut hi = counts.len() - 1;
+        for (i, &c) in counts.iter().enumerate().rev() {
+            acc += c;
+            if acc > cut {
+                hi = i;
+                break;
+            }
+        }
+        (lo as u32, hi.max(lo) as u32)
+    }
+
+    pub fn pad(resized: &ImageBuffer<Luma<f32>, Vec<f32>>, config: &PreprocessConfig) -> Preprocessed {
+        let nw = resized.width();
+        let (ow, oh) = (config.width as usize, config.height as usize);
+        let mut out = vec![0f32; ow * oh];
+        let (ox, oy) = ((ow - nw as usize) / 2, (oh - resized.height() as usize) / 2);
+        for (y, row) in resized.as_raw().chunks_exact(nw as usize).enumerate() {
+            let start = (oy + y) * ow + ox;
+            for (dst, &v) in out[start..start + nw as usize].iter_mut().zip(row) {
+                *dst = v.clamp(0.0, 1.0);
+            }
+        }
+        Preprocessed { height: config.height, width: config.width, pixels: out }
+    }
 }
 
 /// Otsu's threshold: the grey level that best separates ink (<= t) from paper (> t).
@@ -378,47 +779,6 @@ fn quantile_in(histogram: &[u64; 256], lo: usize, hi: usize, q: f32) -> u8 {
     hi as u8
 }
 
-/// Ink bounding box, trimmed by `crop_trim` of the ink mass on each side, plus the margin.
-fn ink_bounding_box(gray: &GrayImage, threshold: u8, config: &PreprocessConfig) -> (u32, u32, u32, u32) {
-    let (w, h) = gray.dimensions();
-    let mut cols = vec![0u64; w as usize];
-    let mut rows = vec![0u64; h as usize];
-    for (x, y, p) in gray.enumerate_pixels() {
-        if p.0[0] <= threshold {
-            cols[x as usize] += 1;
-            rows[y as usize] += 1;
-        }
-    }
-    let (x0, x1) = trimmed_extent(&cols, config.crop_trim);
-    let (y0, y1) = trimmed_extent(&rows, config.crop_trim);
-    let margin = (config.margin * (x1 - x0 + 1).max(y1 - y0 + 1) as f32).round() as u32;
-    (x0.saturating_sub(margin), (x1 + margin).min(w - 1), y0.saturating_sub(margin), (y1 + margin).min(h - 1))
-}
-
-fn trimmed_extent(counts: &[u64], trim: f32) -> (u32, u32) {
-    let total: u64 = counts.iter().sum();
-    let cut = (total as f64 * trim as f64).floor() as u64;
-    let mut acc = 0u64;
-    let mut lo = 0usize;
-    for (i, &c) in counts.iter().enumerate() {
-        acc += c;
-        if acc > cut {
-            lo = i;
-            break;
-        }
-    }
-    acc = 0;
-    let mut hi = counts.len() - 1;
-    for (i, &c) in counts.iter().enumerate().rev() {
-        acc += c;
-        if acc > cut {
-            hi = i;
-            break;
-        }
-    }
-    (lo as u32, hi.max(lo) as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,6 +799,166 @@ mod tests {
             img.put_pixel(x.min(w - 1), y.min(h - 1), Luma([ink]));
         }
         img
+    }
+
+    /// Runs the fast path and the reference on one image: same error, or outputs within 1e-6.
+    /// Returns the largest difference, `None` when both refused the image.
+    fn check_against_reference(img: &GrayImage, cfg: &PreprocessConfig, what: &str) -> Option<f32> {
+        match (preprocess_gray(img, cfg), reference::preprocess_gray(img, cfg)) {
+            (Ok(new), Ok(old)) => {
+                assert_eq!(
+                    (new.width, new.height, new.pixels.len()),
+                    (old.width, old.height, old.pixels.len()),
+                    "{what}"
+                );
+                let diff = new.pixels.iter().zip(&old.pixels).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                assert!(diff <= 1e-6, "{what}: max abs difference {diff}");
+                Some(diff)
+            }
+            (Err(new), Err(old)) => {
+                assert_eq!(format!("{new:?}"), format!("{old:?}"), "{what}");
+                None
+            }
+            (new, old) => panic!("{what}: fast path {:?}, reference {:?}", new.err(), old.err()),
+        }
+    }
+
+    /// The fast path against the verbatim reference on synthetic pages of many shapes, contrasts
+    /// and sizes, including the corner cases of the crop and the resize.
+    #[test]
+    fn fast_path_matches_reference_on_synthetic_images() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(16);
+        let configs = [
+            PreprocessConfig::default(),
+            PreprocessConfig { height: 96, width: 192, ..Default::default() },
+            PreprocessConfig { height: 8, width: 16, margin: 0.0, min_ink_pixels: 1, ..Default::default() },
+            PreprocessConfig {
+                height: 1,
+                width: 1,
+                margin: 0.0,
+                crop_trim: 0.0,
+                min_ink_pixels: 1,
+                ..Default::default()
+            },
+            PreprocessConfig { height: 300, width: 7, margin: 0.5, crop_trim: 0.2, ..Default::default() },
+            PreprocessConfig { height: 1024, width: 1024, margin: 1.0, ..Default::default() },
+            PreprocessConfig { margin: 0.0, crop_trim: 0.0, ..Default::default() },
+        ];
+        let mut images: Vec<(String, GrayImage)> = Vec::new();
+        for &(w, h) in &[(400, 200), (1030, 482), (300, 156), (1027, 282), (37, 23), (640, 640), (129, 65)] {
+            for &(paper, ink) in &[(235u8, 30u8), (253, 40), (200, 170), (255, 0), (140, 120)] {
+                images.push((
+                    format!("signature {w}x{h} paper {paper} ink {ink}"),
+                    synthetic_signature(w, h, paper, ink),
+                ));
+            }
+        }
+        // One-pixel-wide and one-pixel-high strokes, and huge aspect ratios either way.
+        for &(w, h) in &[(1, 300), (300, 1), (2000, 3), (3, 2000), (5000, 2), (2, 900)] {
+            let mut img = GrayImage::from_pixel(w, h, Luma([250]));
+            for (i, p) in img.pixels_mut().enumerate() {
+                if i % 3 != 0 {
+                    p.0[0] = 10 + (i % 50) as u8;
+                }
+            }
+            images.push((format!("strip {w}x{h}"), img));
+        }
+        for &(w, h, x) in &[(500, 300, 250), (500, 300, 0), (500, 300, 499), (64, 64, 10)] {
+            let mut img = GrayImage::from_pixel(w, h, Luma([245]));
+            for y in h / 4..3 * h / 4 {
+                img.put_pixel(x, y, Luma([15]));
+            }
+            images.push((format!("one-pixel-wide line at x={x} in {w}x{h}"), img));
+            let mut img = GrayImage::from_pixel(h, w, Luma([245]));
+            for y in h / 4..3 * h / 4 {
+                img.put_pixel(y, x, Luma([15]));
+            }
+            images.push((format!("one-pixel-high line at y={x} in {h}x{w}"), img));
+        }
+        // All ink but one pixel, and all ink but one row.
+        for &(w, h) in &[(200, 100), (31, 7)] {
+            let mut img = GrayImage::from_fn(w, h, |x, y| Luma([20 + ((x * 7 + y * 13) % 40) as u8]));
+            img.put_pixel(w / 2, h / 2, Luma([250]));
+            images.push((format!("all ink but one pixel {w}x{h}"), img.clone()));
+            for x in 0..w {
+                img.put_pixel(x, 0, Luma([250]));
+            }
+            images.push((format!("all ink but one row {w}x{h}"), img));
+        }
+        // A crop of exactly the output size (`image` then copies instead of resampling), and
+        // up-sampling.
+        let mut exact = GrayImage::from_pixel(300, 200, Luma([250]));
+        for y in 50..114 {
+            for x in 60..188 {
+                exact.put_pixel(x, y, Luma([((x * 3 + y) % 100) as u8]));
+            }
+        }
+        let unpadded = &configs[6];
+        let levels = stages::ink_levels(exact.as_raw(), unpadded).expect("ink");
+        let bbox = stages::ink_bounding_box(&exact, levels.threshold, unpadded);
+        assert_eq!((bbox, stages::output_size(bbox, unpadded)), ((60, 187, 50, 113), (128, 64)));
+        images.push(("crop of the output size".into(), exact));
+        images.push(("tiny page, up-sampled".into(), synthetic_signature(12, 9, 240, 10)));
+        // Random pages: noise, blobs, gradients, specks; blank and low-contrast ones must fail alike.
+        for i in 0..60 {
+            let (w, h) = (rng.random_range(1..700u32), rng.random_range(1..400u32));
+            let paper = rng.random_range(100..=255u8);
+            let mut img = GrayImage::from_pixel(w, h, Luma([paper]));
+            match i % 4 {
+                0 => img.pixels_mut().for_each(|p| p.0[0] = rng.random()),
+                1 => {
+                    for _ in 0..rng.random_range(0..40) {
+                        let (cx, cy, r) = (rng.random_range(0..w), rng.random_range(0..h), rng.random_range(0..12u32));
+                        let ink = rng.random_range(0..paper);
+                        for y in cy.saturating_sub(r)..(cy + r + 1).min(h) {
+                            for x in cx.saturating_sub(r)..(cx + r + 1).min(w) {
+                                img.put_pixel(x, y, Luma([ink]));
+                            }
+                        }
+                    }
+                }
+                2 => img = GrayImage::from_fn(w, h, |x, y| Luma([(((x * 255) / w) ^ ((y * 97) / h)) as u8])),
+                _ => {
+                    for _ in 0..rng.random_range(0..300) {
+                        let (x, y) = (rng.random_range(0..w), rng.random_range(0..h));
+                        img.put_pixel(x, y, Luma([rng.random_range(0..=paper)]));
+                    }
+                }
+            }
+            images.push((format!("random page {i} ({w}x{h})"), img));
+        }
+        let (mut preprocessed, mut refused, mut max_diff) = (0, 0, 0.0f32);
+        for (what, img) in &images {
+            for (c, cfg) in configs.iter().enumerate() {
+                match check_against_reference(img, cfg, &format!("{what}, config {c}")) {
+                    Some(diff) => (preprocessed, max_diff) = (preprocessed + 1, max_diff.max(diff)),
+                    None => refused += 1,
+                }
+            }
+        }
+        println!("{preprocessed} preprocessed, {refused} refused alike, max abs difference {max_diff:e}");
+        assert!(preprocessed > 500 && refused > 20, "{preprocessed} preprocessed, {refused} refused");
+    }
+
+    /// The stages themselves agree with the reference's, not only the final tensor.
+    #[test]
+    fn fast_stages_match_reference_stages() {
+        let cfg = PreprocessConfig::default();
+        for img in [synthetic_signature(400, 200, 235, 30), synthetic_signature(1030, 482, 250, 60)] {
+            let levels = stages::ink_levels(img.as_raw(), &cfg).expect("ink");
+            assert_eq!(levels, reference::ink_levels(img.as_raw(), &cfg).expect("ink"));
+            let bbox = stages::ink_bounding_box(&img, levels.threshold, &cfg);
+            assert_eq!(bbox, reference::ink_bounding_box(&img, levels.threshold, &cfg));
+            let (nw, nh) = stages::output_size(bbox, &cfg);
+            let crop = reference::crop(&img, &levels, bbox);
+            assert_eq!((nw, nh), reference::resized_size(crop.width(), crop.height(), &cfg));
+            let old = reference::resize(&crop, nw, nh);
+            let new = stages::crop_resize(&img, &levels, bbox, nw, nh);
+            // Clamped by the reference only when padding; the values are in [0, 1] either way.
+            let old: Vec<f32> = old.as_raw().iter().map(|v| v.clamp(0.0, 1.0)).collect();
+            assert_eq!(new, old, "the resize is bit-identical");
+        }
     }
 
     fn encode(img: &GrayImage, format: image::ImageFormat) -> Vec<u8> {

@@ -77,6 +77,74 @@ fn every_real_image_preprocesses() {
     }
 }
 
+/// Every image file under `dir`, sorted.
+fn image_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for path in std::fs::read_dir(&d).expect("read the set's folder").flatten().map(|e| e.path()) {
+            let ext = path.extension().and_then(|e| e.to_str()).map(str::to_lowercase);
+            if path.is_dir() {
+                stack.push(path);
+            } else if matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png" | "tif" | "tiff" | "bmp")) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The fast preprocessing (issue #16) against the implementation before it, kept verbatim as
+/// `preprocess::reference`, on every image file of the sets: same tensor within 1e-6 (it is
+/// bit-identical), or the same refusal. Files are split over the cores.
+#[test]
+#[ignore = "needs ../shared/data (run by .ci/run)"]
+fn fast_preprocessing_matches_the_reference_on_every_real_image() {
+    use autograph_shared::preprocess::reference;
+    let cfg = PreprocessConfig::default();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for set in ["svc2004", "cedar_half", "bhsig260_hindi", "bhsig260_sample"] {
+        let files = image_files(&shared_data().join(set));
+        assert!(!files.is_empty(), "{set}: no images");
+        let per_thread = files.len().div_ceil(threads);
+        let results: Vec<(usize, usize, f32)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = files
+                .chunks(per_thread)
+                .map(|chunk| {
+                    let cfg = &cfg;
+                    scope.spawn(move || {
+                        let (mut identical, mut refused, mut max_diff) = (0, 0, 0.0f32);
+                        for path in chunk {
+                            let bytes = std::fs::read(path).expect("read");
+                            let gray = decode_gray(&bytes, cfg).expect("decode");
+                            match (preprocess_gray(&gray, cfg), reference::preprocess_gray(&gray, cfg)) {
+                                (Ok(new), Ok(old)) => {
+                                    let diff = new.pixels.iter().zip(&old.pixels).map(|(a, b)| (a - b).abs());
+                                    max_diff = diff.fold(max_diff, f32::max);
+                                    identical += usize::from(new == old);
+                                }
+                                (Err(a), Err(b)) if a.to_string() == b.to_string() => refused += 1,
+                                (a, b) => panic!("{}: fast {:?}, reference {:?}", path.display(), a.err(), b.err()),
+                            }
+                        }
+                        (identical, refused, max_diff)
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().expect("worker")).collect()
+        });
+        let identical: usize = results.iter().map(|r| r.0).sum();
+        let refused: usize = results.iter().map(|r| r.1).sum();
+        let max_diff = results.iter().map(|r| r.2).fold(0.0, f32::max);
+        println!(
+            "{set}: {} images, {identical} bit-identical, {refused} refused alike, max diff {max_diff:e}",
+            files.len()
+        );
+        assert!(max_diff <= 1e-6, "{set}: max |fast - reference| = {max_diff}");
+    }
+}
+
 /// The Omniglot runs as published: 20 runs of 20-way one-shot, every answer resolvable.
 #[test]
 #[ignore = "needs ../shared/data (run by .ci/run)"]
