@@ -7,12 +7,19 @@
 //! the writer's classifier, [`autograph_shared::adaptive`]). A writer enrolled without a writer
 //! model (before the bundle had a cohort) is decided by the nearest rule with the nearest
 //! rule's threshold, and the [`Verification`] says so.
+//!
+//! A verification that comes with a pen trajectory ([`verify_with_pen`]), of a writer enrolled
+//! from pen captures, with a bundle whose manifest calibrates fusion, is decided on the fused
+//! score instead: the writer's dynamic (DTW) score and the nearest-reference similarity,
+//! combined by the manifest's [`Fusion`] and compared with its fused threshold. When any of the
+//! three is missing the image decides, and the [`Verification`] says why.
 
 use std::sync::Arc;
 
 use autograph_shared::adaptive::{Cohort, DecisionRule};
 use autograph_shared::gallery::{KioskGallery, Template};
 use autograph_shared::manifest::Precision;
+use autograph_shared::online::{Fusion, Trajectory};
 use serde::Serialize;
 
 use crate::commands::{Against, CommandError, OperatingPoint, OperatingPointArgs};
@@ -49,6 +56,20 @@ pub struct Policy {
     pub cohort: Option<Arc<Cohort>>,
     /// Why the bundle's adaptive rule is not used at this precision, when it is not.
     pub note: Option<String>,
+    /// The bundle's fusion at this precision, with the fused score's threshold.
+    pub fusion: Option<FusionPolicy>,
+    /// Why verifications with a pen trajectory are decided on the image alone although the
+    /// bundle calibrates fusion (not for this precision). `None` when the bundle has no fusion
+    /// at all: the image is then simply the bundle's rule, and the pen score is only shown.
+    pub fusion_note: Option<String>,
+}
+
+/// How a fused score decides: the manifest's fusion and the threshold picked from its
+/// calibration by the same operating point as the image rule's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FusionPolicy {
+    pub fusion: Fusion,
+    pub point: OperatingPoint,
 }
 
 impl Policy {
@@ -67,6 +88,21 @@ impl Policy {
         } else {
             args.resolve(&calibration.thresholds, default)?
         };
+        let (fusion, fusion_note) = match &bundle.manifest().fusion {
+            None => (None, None),
+            Some(decision) => match decision.calibration(precision) {
+                Some(c) => {
+                    (Some(FusionPolicy { fusion: c.fusion, point: args.resolve(&c.thresholds, default)? }), None)
+                }
+                None => (
+                    None,
+                    Some(format!(
+                        "the bundle's fusion is not calibrated for the {} model; the image decides",
+                        crate::engine::precision_name(precision)
+                    )),
+                ),
+            },
+        };
         Ok(Self {
             rule: calibration.rule,
             point,
@@ -74,17 +110,47 @@ impl Policy {
             replay_similarity: calibration.nearest.replay_similarity,
             cohort: bundle.cohort_arc(),
             note: calibration.note,
+            fusion,
+            fusion_note,
         })
     }
 
     /// The nearest rule alone (no cohort), at `point`.
     pub fn nearest(point: OperatingPoint, replay_similarity: f32) -> Self {
-        Self { rule: DecisionRule::Nearest, point, nearest_point: point, replay_similarity, cohort: None, note: None }
+        Self {
+            rule: DecisionRule::Nearest,
+            point,
+            nearest_point: point,
+            replay_similarity,
+            cohort: None,
+            note: None,
+            fusion: None,
+            fusion_note: None,
+        }
     }
 
     pub fn cohort(&self) -> Option<&Cohort> {
         self.cohort.as_deref()
     }
+}
+
+/// What decided: the image score alone, or the image and pen-trajectory scores fused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Modality {
+    Image,
+    Fused,
+}
+
+/// The on-line part of a verification that came with a pen trajectory.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DynamicPart {
+    /// The writer's dynamic score, `1 / (1 + normalised DTW distance)`: higher = more genuine.
+    pub score: f32,
+    /// Normalised DTW distance behind `score`.
+    pub distance: f32,
+    /// The fused score (a logit), when the bundle calibrates fusion.
+    pub fused: Option<f32>,
 }
 
 /// A decision with what it rests on.
@@ -104,10 +170,25 @@ pub struct Verification {
     /// References the writer has.
     pub references: usize,
     pub replay: Option<ReplayCheck>,
+    /// Whether `score` is the image rule's or the fused score.
+    pub modality: Modality,
+    /// The pen trajectory's scores, when one was given and the writer has a dynamic template.
+    pub dynamic: Option<DynamicPart>,
 }
 
-/// Is `probe` by `user`?
+/// Is `probe` by `user`? (An image alone.)
 pub fn verify(gallery: &KioskGallery, user: &str, probe: &Template, policy: &Policy) -> Verification {
+    verify_with_pen(gallery, user, probe, None, policy)
+}
+
+/// Is `probe`, with its pen `trajectory` when the capture has one, by `user`?
+pub fn verify_with_pen(
+    gallery: &KioskGallery,
+    user: &str,
+    probe: &Template,
+    trajectory: Option<&Trajectory>,
+    policy: &Policy,
+) -> Verification {
     let Some(writer) = gallery.get(user) else {
         return Verification {
             decision: Decision::NotEnrolled,
@@ -118,6 +199,8 @@ pub fn verify(gallery: &KioskGallery, user: &str, probe: &Template, policy: &Pol
             fallback: policy.note.clone(),
             references: 0,
             replay: None,
+            modality: Modality::Image,
+            dynamic: None,
         };
     };
     let replay = replay::check(writer.templates(), probe, policy.replay_similarity);
@@ -145,6 +228,42 @@ pub fn verify(gallery: &KioskGallery, user: &str, probe: &Template, policy: &Pol
         };
         (policy.nearest_point, Some(why))
     };
+    let (mut rule, mut score, mut point, mut fallback) = (rule, score, point, fallback);
+    let mut modality = Modality::Image;
+    let mut dynamic = None;
+    let mut pen_note = None;
+    if let Some(trajectory) = trajectory {
+        // Notes only where fusion was possible with this bundle: without it, the image is simply
+        // the bundle's rule.
+        let fusing = policy.fusion.is_some();
+        match writer.dynamic().map(|t| t.verify(trajectory)) {
+            None if fusing => pen_note = Some(format!("{user:?} was enrolled without pen captures; the image decides")),
+            None => {}
+            Some(Err(e)) if fusing => {
+                pen_note = Some(format!("the pen trajectory cannot be scored ({e}); the image decides"))
+            }
+            Some(Err(_)) => {}
+            Some(Ok(d)) => {
+                let fused = policy.fusion.map(|f| (f, f.fusion.score(d.score, similarity)));
+                dynamic = Some(DynamicPart { score: d.score, distance: d.distance, fused: fused.map(|(_, s)| s) });
+                match fused {
+                    // The fusion's image input is the nearest-reference similarity, whatever
+                    // the image rule: the writer-adaptive notes do not apply.
+                    Some((f, fused)) => {
+                        (rule, score, point, fallback) = (DecisionRule::Nearest, fused, f.point, None);
+                        modality = Modality::Fused;
+                    }
+                    None => pen_note = policy.fusion_note.clone(),
+                }
+            }
+        }
+    }
+    if let Some(why) = pen_note {
+        fallback = Some(match fallback {
+            Some(f) => format!("{f}; {why}"),
+            None => why,
+        });
+    }
     // A NaN score passes no threshold.
     let decision = if replay.possible_replay {
         Decision::PossibleReplay
@@ -162,6 +281,8 @@ pub fn verify(gallery: &KioskGallery, user: &str, probe: &Template, policy: &Pol
         fallback,
         references: writer.templates().len(),
         replay: Some(replay),
+        modality,
+        dynamic,
     }
 }
 
@@ -212,6 +333,8 @@ mod tests {
             replay_similarity: 0.999,
             cohort: Some(Arc::new(cohort.clone())),
             note: None,
+            fusion: None,
+            fusion_note: None,
         };
 
         // Ada has a model: her classifier decides, against the classifier's threshold.
@@ -240,5 +363,84 @@ mod tests {
         let scored = verify(&gallery, "ada", &tpl(0, 0.35), &no_cohort);
         assert_eq!(scored.rule, DecisionRule::Nearest);
         assert!(scored.fallback.as_deref().is_some_and(|f| f.contains("no cohort")), "{scored:?}");
+    }
+
+    /// A pen trajectory: a loop whose shape `style` changes (another writer or a forger) and
+    /// `wobble` varies slightly (the same writer signing again).
+    fn pen(style: f32, wobble: f32) -> Trajectory {
+        use autograph_shared::online::{PenSample, Timing};
+        let stroke: Vec<PenSample> = (0..150)
+            .map(|i| {
+                let t = i as f32 / 150.0;
+                let a = t * std::f32::consts::TAU * (2.0 + style);
+                PenSample {
+                    x: 80.0 * t + 20.0 * a.cos() + wobble * (t * 9.0).sin(),
+                    y: 25.0 * (a * (1.0 + 0.3 * style)).sin(),
+                    t_ms: f64::from(i) * 10.0,
+                    pressure: 0.5 + 0.2 * (t * 4.0 + style).sin(),
+                }
+            })
+            .collect();
+        Trajectory::from_strokes(&[stroke], Timing::Timestamps, true).expect("trajectory")
+    }
+
+    #[test]
+    fn pen_captures_are_decided_on_the_fused_score() {
+        use autograph_shared::online::{DynamicSettings, DynamicTemplate, ScoreStats};
+        let mut gallery = KioskGallery::new_boxed();
+        gallery.enroll("ada", &[tpl(0, 0.2), tpl(0, 0.5)], 1, false).expect("enrol");
+        gallery.enroll("bob", &[tpl(10, 0.2), tpl(10, 0.5)], 1, false).expect("enrol");
+        let refs: Vec<Trajectory> = (0..3).map(|k| pen(0.0, 1.0 + k as f32)).collect();
+        let template = DynamicTemplate::enrol(&refs, &DynamicSettings::default()).expect("dynamic template");
+        gallery.set_dynamic("ada", Some(template)).expect("ada is enrolled");
+        let fusion = Fusion {
+            dynamic: ScoreStats { mean: 0.5, std: 0.1 },
+            image: ScoreStats { mean: 0.5, std: 0.2 },
+            w_dynamic: 2.0,
+            w_image: 1.0,
+            bias: 0.0,
+        };
+        let policy = Policy {
+            fusion: Some(FusionPolicy { fusion, point: manual(0.0) }),
+            fusion_note: None,
+            ..Policy::nearest(manual(0.5), 0.999)
+        };
+        let probe = tpl(0, 0.35);
+
+        // Genuine: the fused score decides, against the fusion's threshold.
+        let genuine = verify_with_pen(&gallery, "ada", &probe, Some(&pen(0.0, 2.5)), &policy);
+        assert_eq!(
+            (genuine.modality, genuine.point.threshold, genuine.fallback.as_deref()),
+            (Modality::Fused, 0.0, None)
+        );
+        let d = genuine.dynamic.expect("dynamic part");
+        let similarity = genuine.similarity.expect("similarity");
+        assert_eq!(genuine.score, Some(fusion.score(d.score, similarity)));
+        assert_eq!(d.fused, genuine.score);
+        assert_eq!(genuine.decision, Decision::Accepted);
+        // The same image with a forger's trajectory scores lower: the pen adds evidence.
+        let forged = verify_with_pen(&gallery, "ada", &probe, Some(&pen(0.8, 1.0)), &policy);
+        assert_eq!(forged.similarity, genuine.similarity);
+        assert!(forged.score < genuine.score, "{forged:?} vs {genuine:?}");
+        // Without a trajectory, the image decides as before.
+        let image = verify_with_pen(&gallery, "ada", &probe, None, &policy);
+        assert_eq!((image.modality, image.score, image.dynamic), (Modality::Image, image.similarity, None));
+        // A copy of a reference image is still a possible replay, whatever the pen says.
+        let copy = verify_with_pen(&gallery, "ada", &tpl(0, 0.2), Some(&pen(0.0, 2.5)), &policy);
+        assert_eq!(copy.decision, Decision::PossibleReplay);
+
+        // Bob has no dynamic template: the image decides, and says why.
+        let bob = verify_with_pen(&gallery, "bob", &tpl(10, 0.35), Some(&pen(0.0, 2.0)), &policy);
+        assert_eq!((bob.modality, bob.dynamic), (Modality::Image, None));
+        assert!(bob.fallback.as_deref().is_some_and(|f| f.contains("without pen captures")), "{bob:?}");
+        // A bundle without fusion: the dynamic score is shown, the image decides as the
+        // bundle's rule (no note); one without fusion for this precision says so.
+        let plain = Policy::nearest(manual(0.5), 0.999);
+        let shown = verify_with_pen(&gallery, "ada", &probe, Some(&pen(0.0, 2.5)), &plain);
+        assert_eq!((shown.modality, shown.score, shown.fallback.as_deref()), (Modality::Image, shown.similarity, None));
+        assert!(shown.dynamic.is_some_and(|d| d.fused.is_none()));
+        let other = Policy { fusion_note: Some("not for int8".into()), ..plain };
+        let noted = verify_with_pen(&gallery, "ada", &probe, Some(&pen(0.0, 2.5)), &other);
+        assert_eq!((noted.modality, noted.fallback.as_deref()), (Modality::Image, Some("not for int8")));
     }
 }

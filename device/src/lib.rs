@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod commands;
+pub mod crypt;
 pub mod decision;
 pub mod engine;
 pub mod replay;

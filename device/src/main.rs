@@ -32,6 +32,15 @@ score, or the writer's classifier) against that rule's threshold. Writers enroll
 model are decided by the nearest rule until `autograph gallery refit` (or their next
 enrolment) fits one; verify --json reports the rule used.
 
+The gallery file is encrypted at rest (XChaCha20-Poly1305) under a device key: the key file
+given by --gallery-key or AUTOGRAPH_GALLERY_KEY, by default
+$XDG_CONFIG_HOME/autograph/gallery.key (else ~/.config/autograph/gallery.key). It is created
+(32 random bytes, mode 0600) when the first gallery is written; back it up apart from the
+gallery: without it the gallery cannot be read. A wrong key, a modified or truncated gallery,
+or a key file others can read is refused (exit 2) and nothing is changed. A gallery written
+before encryption is refused until `autograph gallery encrypt`; `autograph gallery rekey`
+moves the gallery to another key.
+
 Exit status: 0 accepted / found / done; 1 rejected, possible replay, not found, or check
 failed; 2 error (bad arguments, unreadable or blank images, damaged bundle or gallery).";
 
@@ -61,7 +70,7 @@ enum Command {
     /// Rank the enrolled writers by similarity to a signature (exit 0 if the best reaches the
     /// threshold).
     Identify(IdentifyArgs),
-    /// List, remove, export, import, check or refit the gallery.
+    /// List, remove, export, import, check, refit, encrypt or rekey the gallery.
     #[command(subcommand)]
     Gallery(GalleryCommand),
     /// Print the embedding and int8 template of each image (nothing is stored).
@@ -91,6 +100,8 @@ impl Command {
             Command::Gallery(GalleryCommand::Import { .. }) => "gallery import",
             Command::Gallery(GalleryCommand::Check(_)) => "gallery check",
             Command::Gallery(GalleryCommand::Refit { .. }) => "gallery refit",
+            Command::Gallery(GalleryCommand::Encrypt { .. }) => "gallery encrypt",
+            Command::Gallery(GalleryCommand::Rekey { .. }) => "gallery rekey",
             Command::Embed(_) => "embed",
             Command::Bench(_) => "bench",
             Command::Capture(_) => "capture",

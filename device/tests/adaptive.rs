@@ -81,7 +81,7 @@ fn adaptive_bundle_fits_at_enrolment_and_verifies_by_its_rule() {
             assert!(j["writer_model_problem"].is_null(), "{j}");
             assert_eq!(j["writers_without_model"], 0, "{j}");
         }
-        let gallery = store::load(&s.gallery, None).expect("gallery");
+        let gallery = store::load(&common::gallery_file(&s.gallery), None).expect("gallery");
         assert!(gallery.writers().all(|w| w.model().is_some()));
         let list = s.run(&bundle, &["gallery", "list"], &[]).json();
         assert_eq!(list["writers_without_model"], 0);
@@ -201,14 +201,14 @@ fn writers_without_a_model_fall_back_until_refit() {
     assert_eq!(s.verify(&new, "bob", 2, 22).json()["rule"], "nearest");
 
     // `gallery refit` fits the rest; --all refits everyone; the templates are untouched.
-    let before = store::load(&s.gallery, None).expect("gallery");
+    let before = store::load(&common::gallery_file(&s.gallery), None).expect("gallery");
     let run = s.run(&new, &["gallery", "refit"], &[]);
     assert_eq!(run.code, 0, "{run:?}");
     let j = run.json();
     assert_keys(&j, &["command", "gallery", "fitted", "writers", "writers_without_model", "cohort_templates"]);
     assert_eq!((j["fitted"].as_u64(), j["writers_without_model"].as_u64()), (Some(1), Some(0)), "{j}");
     assert_eq!(j["cohort_templates"], 300);
-    let after = store::load(&s.gallery, None).expect("gallery");
+    let after = store::load(&common::gallery_file(&s.gallery), None).expect("gallery");
     for (a, b) in before.writers().zip(after.writers()) {
         assert_eq!((a.id(), a.templates()), (b.id(), b.templates()));
         if a.model().is_some() {
@@ -356,7 +356,12 @@ fn kiosk_uses_the_bundle_rule() {
     let run = kiosk("enrol", &words(&["--user", "ada", "--enroll", "--replay", &a1, "--replay", &a2, "--replay", &a3]));
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!((run.json()["decision"].as_str(), run.json()["writer_model"].as_bool()), (Some("enrolled"), Some(true)));
-    assert!(store::load(&s.gallery, None).expect("gallery").get("ada").is_some_and(|w| w.model().is_some()));
+    assert!(
+        store::load(&common::gallery_file(&s.gallery), None)
+            .expect("gallery")
+            .get("ada")
+            .is_some_and(|w| w.model().is_some())
+    );
 
     let run = kiosk("verify", &words(&["--user", "ada", "--replay", &a4]));
     let j = run.json();

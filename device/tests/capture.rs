@@ -561,12 +561,16 @@ fn kiosk_headless_enrols_verifies_and_identifies() {
             "similarity",
             "rule",
             "fallback",
+            "modality",
+            "dynamic_score",
+            "fused_score",
             "threshold",
             "operating_point",
             "replay",
             "writer_model",
             "templates_total",
             "writers",
+            "dynamic_references",
             "signatures",
             "retries",
             "strokes",
@@ -581,6 +585,8 @@ fn kiosk_headless_enrols_verifies_and_identifies() {
         (j["mode"].as_str(), j["decision"].as_str(), j["templates_total"].as_u64()),
         (Some("enroll"), Some("enrolled"), Some(3))
     );
+    // A pen gives trajectories: the kiosk enrols them too, by default.
+    assert_eq!(j["dynamic_references"], 3, "{j}");
     assert_eq!(
         names(&run),
         [
@@ -615,6 +621,10 @@ fn kiosk_headless_enrols_verifies_and_identifies() {
     // A bundle without a cohort: the nearest rule, the score is the similarity.
     assert_eq!((run.json()["rule"].as_str(), run.json()["fallback"].is_null()), (Some("nearest"), true));
     assert_eq!(run.json()["score"], run.json()["similarity"]);
+    // Nor fusion: the pen's score is shown, the image decides (tests/pen.rs fuses).
+    assert_eq!(run.json()["modality"], "image");
+    assert!(run.json()["dynamic_score"].as_f64().is_some_and(|d| d > 0.0 && d <= 1.0), "{run:?}");
+    assert!(run.json()["fused_score"].is_null());
     assert_eq!(
         run.json()["threshold"].as_f64().map(|t| (t * 100.0).round()),
         Some(f64::from(common::SKILLED.eer * 100.0).round())

@@ -86,6 +86,8 @@ fn enroll_verify_identify_round_trip() {
                 "writer_model",
                 "writer_model_problem",
                 "writers_without_model",
+                "pen_captures_added",
+                "dynamic_references",
                 "gallery",
             ]),
         );
@@ -306,7 +308,10 @@ fn damaged_gallery_is_refused_and_left_untouched() {
     ] {
         let run = k.run(&command, &rest);
         assert_eq!(run.code, 2, "{command:?}: {run:?}");
-        assert!(run.stderr.contains("gallery.bin") && run.stderr.contains("checksum"), "{command:?}: {run:?}");
+        assert!(
+            run.stderr.contains("gallery.bin") && run.stderr.contains("authentication failed"),
+            "{command:?}: {run:?}"
+        );
         assert_eq!(run.json()["status"], "error");
         assert_eq!(std::fs::read(&k.gallery).expect("read"), bytes, "{command:?} left the file as it was");
     }
@@ -328,10 +333,11 @@ fn damaged_gallery_is_refused_and_left_untouched() {
             "abnormal_templates",
             "writers_without_model",
             "refit_advised",
+            "key_id",
         ],
     );
     assert_eq!(j["ok"], false);
-    assert!(j["problem"].as_str().is_some_and(|p| p.contains("checksum")), "{j}");
+    assert!(j["problem"].as_str().is_some_and(|p| p.contains("authentication failed")), "{j}");
 
     // A missing gallery is an error for verify (not an empty gallery).
     std::fs::remove_file(&k.gallery).expect("rm");
@@ -441,6 +447,16 @@ fn damaged_bundles_exit_2_naming_the_file() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("manifest.json") && run.stderr.contains("format version 2"), "{run:?}");
 
+    // A manifest far larger than any manifest is refused before it is parsed.
+    let dir = fresh("huge-manifest");
+    let path = dir.join(MANIFEST_FILE);
+    let mut text = std::fs::read_to_string(&path).expect("read");
+    text.push_str(&" ".repeat(1024 * 1024));
+    std::fs::write(&path, text).expect("write");
+    let run = verify(&dir);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("manifest.json") && run.stderr.contains("1048576 bytes"), "{run:?}");
+
     // No bundle at all.
     let run = verify(&k.images.join("nowhere"));
     assert_eq!(run.code, 2, "{run:?}");
@@ -481,7 +497,7 @@ fn full_gallery_and_full_writer_are_errors() {
     for i in 0..KioskGallery::WRITER_CAPACITY {
         g.enroll(&format!("writer-{i:04}"), &[unit(i)], 0, false).expect("enroll");
     }
-    store::save(&k.gallery, &g, &identity).expect("save");
+    store::save(&common::gallery_file(&k.gallery), &g, &identity).expect("save");
     let before = std::fs::read(&k.gallery).expect("read");
     let run = k.enroll("newcomer", 1, 0..1);
     assert_eq!(run.code, 2, "{run:?}");
@@ -525,7 +541,10 @@ fn gallery_maintenance() {
     );
     let writers = j["writers"].as_array().expect("writers");
     assert_eq!(writers.len(), 2);
-    assert_keys(&writers[0], &["user", "templates", "enrolled_at", "updated_at", "self_similarity", "writer_model"]);
+    assert_keys(
+        &writers[0],
+        &["user", "templates", "enrolled_at", "updated_at", "self_similarity", "writer_model", "dynamic_references"],
+    );
     assert_eq!((writers[0]["writer_model"].as_bool(), j["writers_without_model"].as_u64()), (Some(false), Some(2)));
     assert_eq!((writers[0]["user"].as_str(), writers[0]["templates"].as_u64()), (Some("alice"), Some(3)));
     assert_keys(&writers[0]["self_similarity"], &["mean", "std", "pairs"]);
@@ -600,7 +619,7 @@ fn embed_prints_what_enroll_stores() {
     assert_eq!(template.as_slice(), Template::from_embedding(&embedding).expect("template").as_i8());
 
     assert_eq!(k.enroll("alice", 1, 0..1).code, 0);
-    let gallery = store::load(&k.gallery, None).expect("gallery");
+    let gallery = store::load(&common::gallery_file(&k.gallery), None).expect("gallery");
     let stored = gallery.get("alice").expect("alice").templates()[0];
     assert_eq!(stored.as_i8().as_slice(), template.as_slice());
 
@@ -624,7 +643,11 @@ fn help_and_usage_errors() {
     }
     let run = autograph(["gallery", "--help"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stdout.contains("refit"), "{}", run.stdout);
+    for word in ["refit", "encrypt", "rekey"] {
+        assert!(run.stdout.contains(word), "{word}: {}", run.stdout);
+    }
+    let run = autograph(["enroll", "--help"]);
+    assert!(run.stdout.contains("--gallery-key") && run.stdout.contains("AUTOGRAPH_GALLERY_KEY"), "{}", run.stdout);
     let run = autograph(["gallery", "refit", "--help"]);
     assert_eq!(run.code, 0, "{run:?}");
     for word in ["cohort", "--all", "nearest", "enrolment"] {
@@ -655,6 +678,7 @@ fn bench_reports_every_figure() {
             "knn_ms",
             "unavailable",
             "adaptive",
+            "gallery_file",
         ],
     );
     assert_eq!(j["threads"], 1);

@@ -1068,6 +1068,7 @@ mod tests {
             },
             test_metrics: serde_json::Value::Null,
             adaptive: None,
+            fusion: None,
         }
     }
 

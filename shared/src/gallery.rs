@@ -21,14 +21,20 @@
 //! by the nearest rule.
 //!
 //! Storage is `heapless`: nothing on the verify/identify path allocates. A [`KioskGallery`] is
-//! about 1.6 MiB, so build it with [`Gallery::new_boxed`] (or [`Gallery::from_bytes`], which
+//! about 1.7 MiB, so build it with [`Gallery::new_boxed`] (or [`Gallery::from_bytes`], which
 //! returns a `Box`) rather than on the stack.
 //!
-//! # File format (version 2, all integers little-endian)
+//! A writer enrolled from pen captures also holds a [`DynamicTemplate`] (its on-line model,
+//! [`crate::online`]): a verification that comes with a trajectory fuses the two scores. The
+//! dynamic template lives in the same entry, so it is written, checksummed and replaced with the
+//! image templates; its references are capped at `TEMPLATES` like theirs. Unlike the rest of the
+//! entry it is heap-allocated (its sequences vary in length), so only dynamic scoring allocates.
+//!
+//! # File format (version 3, all integers little-endian)
 //!
 //! ```text
 //! header   magic            8 bytes  b"AGGALLRY"
-//!          version          u32      2 (1 is still read)
+//!          version          u32      3 (1 and 2 are still read)
 //!          total_len        u64      length of the whole file, trailer included
 //!          model_sha256     32 bytes sha256 of the model bundle the templates were made with
 //!          embedding_dim    u32      128
@@ -46,11 +52,14 @@
 //!                                    (version 2 only; absent from version-1 entries)
 //!          model            WriterModel::BYTES (524) bytes when model_kind is 1:
 //!                                    z mean, z std, bias, 128 weights, each f32
+//!          dynamic_len      u32      0: no dynamic template; else that many bytes follow,
+//!                                    at most MAX_DYNAMIC_BYTES (version 3 only)
+//!          dynamic          DynamicTemplate::to_bytes (its own magic and version)
 //! trailer  sha256           32 bytes over every byte before it
 //! ```
 //!
-//! A version-1 file loads with no writer models (its `GalleryHeader::version` says 1); it is
-//! written back as version 2. A model whose values are not finite, or whose deviation is below
+//! A version-1 file loads with no writer models and a version-1 or 2 file with no dynamic
+//! templates (`GalleryHeader::version` says which); either is written back as version 3. A model whose values are not finite, or whose deviation is below
 //! [`crate::adaptive::MIN_STD`], is refused ([`GalleryError::BadWriterModel`]) even under a
 //! valid checksum.
 //!
@@ -63,6 +72,7 @@ use core::fmt;
 use sha2::{Digest, Sha256};
 
 use crate::adaptive::{AdaptiveConfig, AdaptiveError, Cohort, DecisionRule, ScoreMethod, WriterModel};
+use crate::online::DynamicTemplate;
 
 /// Length of an embedding and of a [`Template`].
 pub const EMBEDDING_DIM: usize = 128;
@@ -80,12 +90,16 @@ pub type KioskGallery = Gallery<1024, 8>;
 /// First bytes of a gallery file.
 pub const GALLERY_MAGIC: [u8; 8] = *b"AGGALLRY";
 /// The file format version this build writes (and the newest it reads).
-pub const GALLERY_FORMAT_VERSION: u32 = 2;
+pub const GALLERY_FORMAT_VERSION: u32 = 3;
 /// The oldest file format version this build reads (version 1: no writer models).
 pub const GALLERY_OLDEST_READABLE_VERSION: u32 = 1;
 /// `model_kind` byte of an entry: no model, or a [`WriterModel`] follows.
 const MODEL_NONE: u8 = 0;
 const MODEL_V1: u8 = 1;
+/// Largest stored [`DynamicTemplate`] of one writer: 8 references of 5 s at the default 50 Hz
+/// and 10 features are 20 KB; the limit keeps a damaged length from asking for gigabytes and a
+/// full kiosk gallery's file within [`Gallery::MAX_FILE_LEN`].
+pub const MAX_DYNAMIC_BYTES: usize = 64 * 1024;
 /// Length of the fixed-size header (see the module docs).
 const HEADER_LEN: usize = 8 + 4 + 8 + 32 + 4 + 4 + 4 + 4;
 /// Length of the trailing sha256.
@@ -137,6 +151,10 @@ pub enum GalleryError {
     Malformed(&'static str),
     #[error("the writer model of {id:?} is invalid ({reason}); enrol the writer again")]
     BadWriterModel { id: String, reason: String },
+    #[error("the dynamic template of {id:?} is invalid ({reason}); enrol the writer's pen captures again")]
+    BadDynamicTemplate { id: String, reason: String },
+    #[error("writer {id:?} is not enrolled")]
+    UnknownWriter { id: String },
     #[error(transparent)]
     Adaptive(#[from] AdaptiveError),
 }
@@ -312,6 +330,7 @@ pub struct WriterEntry<const TEMPLATES: usize> {
     updated_at: u64,
     stats: Option<WriterStats>,
     model: Option<WriterModel>,
+    dynamic: Option<DynamicTemplate>,
 }
 
 impl<const TEMPLATES: usize> WriterEntry<TEMPLATES> {
@@ -342,6 +361,10 @@ impl<const TEMPLATES: usize> WriterEntry<TEMPLATES> {
     /// enrolled without a cohort or read from a version-1 file.
     pub fn model(&self) -> Option<&WriterModel> {
         self.model.as_ref()
+    }
+    /// The writer's on-line model, when it was enrolled from pen captures.
+    pub fn dynamic(&self) -> Option<&DynamicTemplate> {
+        self.dynamic.as_ref()
     }
     /// The score of `probe` by `rule`, or by the nearest rule when `rule` needs what is missing
     /// (this writer's model; the cohort, for a normalisation that uses it): the returned
@@ -382,6 +405,7 @@ impl<const TEMPLATES: usize> fmt::Debug for WriterEntry<TEMPLATES> {
             .field("updated_at", &self.updated_at)
             .field("stats", &self.stats)
             .field("model", &self.model.is_some())
+            .field("dynamic", &self.dynamic.as_ref().map(DynamicTemplate::reference_count))
             .finish()
     }
 }
@@ -447,6 +471,13 @@ impl<const WRITERS: usize, const TEMPLATES: usize> Gallery<WRITERS, TEMPLATES> {
     pub const WRITER_CAPACITY: usize = WRITERS;
     /// Maximum number of templates per writer.
     pub const TEMPLATE_CAPACITY: usize = TEMPLATES;
+    /// The largest file this gallery can be written as: every writer full, with the longest id,
+    /// a writer model and the largest dynamic template. A reader can refuse anything larger
+    /// without parsing it.
+    pub const MAX_FILE_LEN: usize = HEADER_LEN
+        + TRAILER_LEN
+        + WRITERS
+            * (1 + MAX_ID_LEN + 8 + 8 + 2 + TEMPLATES * EMBEDDING_DIM + 1 + WriterModel::BYTES + 4 + MAX_DYNAMIC_BYTES);
 
     /// An empty gallery, by value. Large galleries should use [`Gallery::new_boxed`].
     pub const fn new() -> Self {
@@ -505,7 +536,8 @@ impl<const WRITERS: usize, const TEMPLATES: usize> Gallery<WRITERS, TEMPLATES> {
     /// has its templates replaced. On error the gallery is unchanged.
     ///
     /// The writer is left without a [`WriterModel`] (an existing one no longer describes the
-    /// changed templates and is dropped); see [`Gallery::enroll_fitted`].
+    /// changed templates and is dropped); see [`Gallery::enroll_fitted`]. Replacing also drops
+    /// the writer's [`DynamicTemplate`] (it described the old signatures); appending keeps it.
     pub fn enroll(
         &mut self,
         id: &str,
@@ -565,6 +597,7 @@ impl<const WRITERS: usize, const TEMPLATES: usize> Gallery<WRITERS, TEMPLATES> {
                 let entry = &mut self.writers[i];
                 if replace {
                     entry.templates.clear();
+                    entry.dynamic = None;
                     entry.enrolled_at = now;
                 } else if entry.templates.len() + templates.len() > TEMPLATES {
                     return Err(full(entry.templates.len() + templates.len()));
@@ -586,6 +619,7 @@ impl<const WRITERS: usize, const TEMPLATES: usize> Gallery<WRITERS, TEMPLATES> {
                     updated_at: now,
                     stats: WriterStats::of(templates),
                     model,
+                    dynamic: None,
                 };
                 entry.templates.extend_from_slice(templates).map_err(|_| full(templates.len()))?;
                 self.writers.insert(i, entry).map_err(|_| GalleryError::GalleryFull { capacity: WRITERS })?;
@@ -638,6 +672,22 @@ impl<const WRITERS: usize, const TEMPLATES: usize> Gallery<WRITERS, TEMPLATES> {
             }
             Err(_) => false,
         }
+    }
+
+    /// Sets (or with `None` removes) the [`DynamicTemplate`] of writer `id`. It must have at
+    /// most `TEMPLATES` references and fit [`MAX_DYNAMIC_BYTES`]; on error nothing changes.
+    pub fn set_dynamic(&mut self, id: &str, dynamic: Option<DynamicTemplate>) -> Result<(), GalleryError> {
+        let i = self.position(id).map_err(|_| GalleryError::UnknownWriter { id: id.to_owned() })?;
+        if let Some(d) = &dynamic {
+            check_dynamic::<TEMPLATES>(id, d)?;
+        }
+        self.writers[i].dynamic = dynamic;
+        Ok(())
+    }
+
+    /// Number of writers with a [`DynamicTemplate`].
+    pub fn writers_with_dynamic(&self) -> usize {
+        self.writers.iter().filter(|w| w.dynamic.is_some()).count()
     }
 
     /// Number of writers without a model.
@@ -704,11 +754,23 @@ impl<const WRITERS: usize, const TEMPLATES: usize> Gallery<WRITERS, TEMPLATES> {
 
     /// Serialises the gallery (format in the module docs), stamped with the model's sha256.
     pub fn to_bytes(&self, model_sha256: &[u8; 32]) -> Vec<u8> {
+        let dynamic: Vec<Option<Vec<u8>>> =
+            self.writers.iter().map(|w| w.dynamic.as_ref().map(DynamicTemplate::to_bytes)).collect();
         let model_len = |w: &WriterEntry<TEMPLATES>| 1 + w.model.map_or(0, |_| WriterModel::BYTES);
         let body: usize = self
             .writers
             .iter()
-            .map(|w| 1 + w.id.len() + 8 + 8 + 2 + w.templates.len() * EMBEDDING_DIM + model_len(w))
+            .zip(&dynamic)
+            .map(|(w, d)| {
+                1 + w.id.len()
+                    + 8
+                    + 8
+                    + 2
+                    + w.templates.len() * EMBEDDING_DIM
+                    + model_len(w)
+                    + 4
+                    + d.as_ref().map_or(0, Vec::len)
+            })
             .sum();
         let total = HEADER_LEN + body + TRAILER_LEN;
         let mut out = Vec::with_capacity(total);
@@ -721,7 +783,7 @@ impl<const WRITERS: usize, const TEMPLATES: usize> Gallery<WRITERS, TEMPLATES> {
         out.extend_from_slice(&u32::try_from(TEMPLATES).unwrap_or(u32::MAX).to_le_bytes());
         // At most WRITERS; a u32 overflow would need a > 4 GiB gallery.
         out.extend_from_slice(&(self.writers.len() as u32).to_le_bytes());
-        for w in &self.writers {
+        for (w, d) in self.writers.iter().zip(&dynamic) {
             // Ids are at most 64 bytes and templates per writer fit u16 in any sane build.
             out.push(w.id.len() as u8);
             out.extend_from_slice(w.id.as_bytes());
@@ -738,6 +800,10 @@ impl<const WRITERS: usize, const TEMPLATES: usize> Gallery<WRITERS, TEMPLATES> {
                     out.extend_from_slice(&model.to_bytes());
                 }
             }
+            // At most MAX_DYNAMIC_BYTES (set_dynamic checked it).
+            let d = d.as_deref().unwrap_or_default();
+            out.extend_from_slice(&(d.len() as u32).to_le_bytes());
+            out.extend_from_slice(d);
         }
         let digest = Sha256::digest(&out);
         out.extend_from_slice(&digest);
@@ -745,7 +811,7 @@ impl<const WRITERS: usize, const TEMPLATES: usize> Gallery<WRITERS, TEMPLATES> {
         out
     }
 
-    /// Parses gallery bytes (format version 1 or 2). With `expected_model_sha256`, a file made
+    /// Parses gallery bytes (format version 1, 2 or 3). With `expected_model_sha256`, a file made
     /// with another model is refused ([`GalleryError::ModelMismatch`]). Never panics, whatever
     /// the bytes.
     pub fn from_bytes(
@@ -828,8 +894,27 @@ impl<const WRITERS: usize, const TEMPLATES: usize> Gallery<WRITERS, TEMPLATES> {
             } else {
                 None
             };
+            let dynamic = if header.version >= 3 {
+                let len = r.u32()? as usize;
+                if len > MAX_DYNAMIC_BYTES {
+                    return Err(GalleryError::BadDynamicTemplate {
+                        id: id.to_string(),
+                        reason: format!("{len} bytes, more than the limit of {MAX_DYNAMIC_BYTES}"),
+                    });
+                }
+                if len == 0 {
+                    None
+                } else {
+                    let bad = |reason: String| GalleryError::BadDynamicTemplate { id: id.to_string(), reason };
+                    let d = DynamicTemplate::from_bytes(r.take(len)?).map_err(|e| bad(e.to_string()))?;
+                    check_dynamic::<TEMPLATES>(&id, &d)?;
+                    Some(d)
+                }
+            } else {
+                None
+            };
             let stats = WriterStats::of(&templates);
-            let entry = WriterEntry { id, templates, enrolled_at, updated_at, stats, model };
+            let entry = WriterEntry { id, templates, enrolled_at, updated_at, stats, model, dynamic };
             gallery.writers.push(entry).map_err(|_| GalleryError::CapacityExceeded {
                 what: "writers",
                 found: u64::from(header.writer_count),
@@ -841,6 +926,19 @@ impl<const WRITERS: usize, const TEMPLATES: usize> Gallery<WRITERS, TEMPLATES> {
         }
         Ok((gallery, header))
     }
+}
+
+/// The limits a stored dynamic template must meet (at enrolment and on load).
+fn check_dynamic<const TEMPLATES: usize>(id: &str, d: &DynamicTemplate) -> Result<(), GalleryError> {
+    let bad = |reason: String| GalleryError::BadDynamicTemplate { id: id.to_owned(), reason };
+    if d.reference_count() > TEMPLATES {
+        return Err(bad(format!("{} references, at most {TEMPLATES} are kept", d.reference_count())));
+    }
+    let len = d.byte_len();
+    if len > MAX_DYNAMIC_BYTES {
+        return Err(bad(format!("{len} bytes, more than the limit of {MAX_DYNAMIC_BYTES}")));
+    }
+    Ok(())
 }
 
 fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
@@ -918,6 +1016,9 @@ impl<'a> Reader<'a> {
     }
     fn u16(&mut self) -> Result<u16, GalleryError> {
         self.array().map(u16::from_le_bytes)
+    }
+    fn u32(&mut self) -> Result<u32, GalleryError> {
+        self.array().map(u32::from_le_bytes)
     }
     fn u64(&mut self) -> Result<u64, GalleryError> {
         self.array().map(u64::from_le_bytes)
@@ -1224,7 +1325,7 @@ mod tests {
         assert_eq!(
             header,
             GalleryHeader {
-                version: 2,
+                version: GALLERY_FORMAT_VERSION,
                 model_sha256: MODEL,
                 embedding_dim: 128,
                 writer_capacity: 4,
@@ -1312,7 +1413,7 @@ mod tests {
         assert_eq!(upgraded.fit_models(&cohort, &AdaptiveConfig::default(), false), Ok(0));
         let v2 = upgraded.to_bytes(&MODEL);
         let (again, header) = Small::from_bytes(&v2, Some(&MODEL)).expect("version 2 reads");
-        assert_eq!(header.version, 2);
+        assert_eq!(header.version, GALLERY_FORMAT_VERSION);
         assert_eq!(again, upgraded);
         let alice = again.get("alice").expect("alice");
         let fitted = WriterModel::fit(alice.templates(), &cohort, &AdaptiveConfig::default()).expect("fit");
@@ -1337,6 +1438,127 @@ mod tests {
         assert!(Small::from_bytes(&b, None).is_err());
     }
 
+    /// A pen trajectory: a loop whose shape `style` changes (another writer) and `wobble`
+    /// varies slightly (the same writer signing again).
+    fn trajectory(style: f32, wobble: f32) -> crate::online::Trajectory {
+        use crate::online::{PenSample, Timing, Trajectory};
+        let stroke: Vec<PenSample> = (0..150)
+            .map(|i| {
+                let t = i as f32 / 150.0;
+                let a = t * std::f32::consts::TAU * (2.0 + style);
+                PenSample {
+                    x: 80.0 * t + 20.0 * a.cos() + wobble * (t * 9.0).sin(),
+                    y: 25.0 * (a * (1.0 + 0.3 * style)).sin(),
+                    t_ms: f64::from(i) * 10.0,
+                    pressure: 0.5 + 0.2 * (t * 4.0 + style).sin(),
+                }
+            })
+            .collect();
+        Trajectory::from_strokes(&[stroke], Timing::Timestamps, true).expect("trajectory")
+    }
+
+    fn dynamic_template(style: f32, references: usize) -> DynamicTemplate {
+        let refs: Vec<_> = (0..references).map(|k| trajectory(style, 1.0 + k as f32)).collect();
+        DynamicTemplate::enrol(&refs, &crate::online::DynamicSettings::default()).expect("dynamic template")
+    }
+
+    /// The version-2 writer, as it was: a model byte but no dynamic length after it.
+    fn to_bytes_v2(g: &Small, model: &[u8; 32]) -> Vec<u8> {
+        let mut plain = Box::new(g.clone());
+        let ids: Vec<String> = plain.writers().map(|w| w.id().to_owned()).collect();
+        for id in &ids {
+            plain.set_dynamic(id, None).expect("known");
+        }
+        let v3 = plain.to_bytes(model);
+        // Drop each entry's 4-byte zero dynamic length, walking the entries.
+        let mut out = v3[..HEADER_LEN].to_vec();
+        let mut at = HEADER_LEN;
+        for w in plain.writers() {
+            let len = 1 + w.id().len() + 8 + 8 + 2 + w.templates().len() * EMBEDDING_DIM;
+            let model_len = 1 + w.model().map_or(0, |_| WriterModel::BYTES);
+            out.extend_from_slice(&v3[at..at + len + model_len]);
+            assert_eq!(&v3[at + len + model_len..at + len + model_len + 4], &[0u8; 4]);
+            at += len + model_len + 4;
+        }
+        out[OFF_VERSION..OFF_VERSION + 4].copy_from_slice(&2u32.to_le_bytes());
+        let total = (out.len() + TRAILER_LEN) as u64;
+        out[OFF_TOTAL_LEN..OFF_TOTAL_LEN + 8].copy_from_slice(&total.to_le_bytes());
+        let digest = Sha256::digest(&out);
+        out.extend_from_slice(&digest);
+        out
+    }
+
+    #[test]
+    fn dynamic_templates_are_stored_checked_and_kept_in_step() {
+        let mut rng = ChaCha8Rng::seed_from_u64(23);
+        let mut g = sample(&mut rng);
+        let alice = dynamic_template(0.0, 3);
+        assert_eq!(
+            g.set_dynamic("nobody", Some(alice.clone())),
+            Err(GalleryError::UnknownWriter { id: "nobody".into() })
+        );
+        g.set_dynamic("alice", Some(alice.clone())).expect("alice is enrolled");
+        assert_eq!(g.writers_with_dynamic(), 1);
+        // More references than image templates are refused (Small keeps 3), the entry unchanged.
+        let before = g.clone();
+        assert!(matches!(
+            g.set_dynamic("bob", Some(dynamic_template(0.5, 4))),
+            Err(GalleryError::BadDynamicTemplate { .. })
+        ));
+        assert_eq!(g, before);
+
+        // Round trip: the same scores after reading back.
+        let bytes = g.to_bytes(&MODEL);
+        let (back, header) = Small::from_bytes(&bytes, Some(&MODEL)).expect("round trip");
+        assert_eq!(header.version, 3);
+        assert_eq!(back, g);
+        let probe = trajectory(0.0, 2.5);
+        let stored = back.get("alice").and_then(WriterEntry::dynamic).expect("stored");
+        assert_eq!(stored.verify(&probe).expect("score"), alice.verify(&probe).expect("score"));
+        // Every truncation and every flipped byte of the file is an error, never a panic.
+        for n in 0..bytes.len() {
+            assert!(Small::from_bytes(&bytes[..n], None).is_err());
+        }
+        for i in (0..bytes.len()).step_by(5) {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert!(Small::from_bytes(&b, None).is_err(), "byte {i}");
+        }
+        // A damaged dynamic template under a valid checksum names the writer.
+        let d = alice.to_bytes();
+        let at = bytes.windows(d.len()).position(|w| w == d.as_slice()).expect("template bytes in the file");
+        let mut b = bytes.clone();
+        b[at] ^= 0xff; // its magic
+        resign(&mut b);
+        match Small::from_bytes(&b, None) {
+            Err(GalleryError::BadDynamicTemplate { id, .. }) => assert_eq!(id, "alice"),
+            other => panic!("expected a bad dynamic template, got {other:?}"),
+        }
+        // A length beyond the limit is refused before anything is read.
+        let mut b = bytes.clone();
+        b[at - 4..at].copy_from_slice(&u32::MAX.to_le_bytes());
+        resign(&mut b);
+        assert!(matches!(Small::from_bytes(&b, None), Err(GalleryError::BadDynamicTemplate { .. })));
+
+        // Appending image templates keeps the dynamic template; replacing drops it.
+        g.enroll("alice", &[tpl(&mut rng)], 9, false).expect("append");
+        assert!(g.get("alice").and_then(WriterEntry::dynamic).is_some());
+        g.enroll("alice", &[tpl(&mut rng)], 10, true).expect("replace");
+        assert!(g.get("alice").and_then(WriterEntry::dynamic).is_none());
+    }
+
+    #[test]
+    fn version_2_files_load_without_dynamic_templates() {
+        let mut rng = ChaCha8Rng::seed_from_u64(24);
+        let g = sample(&mut rng);
+        let v2 = to_bytes_v2(&g, &MODEL);
+        let (back, header) = Small::from_bytes(&v2, Some(&MODEL)).expect("version 2 reads");
+        assert_eq!(header.version, 2);
+        assert_eq!(back, g);
+        assert_eq!(back.writers_with_dynamic(), 0);
+        assert_eq!(Small::from_bytes(&back.to_bytes(&MODEL), None).expect("v3").1.version, 3);
+    }
+
     #[test]
     fn version_2_round_trip_with_models_and_rules() {
         let mut rng = ChaCha8Rng::seed_from_u64(21);
@@ -1351,7 +1573,7 @@ mod tests {
         assert_eq!(g.writers_without_model(), 1);
         let bytes = g.to_bytes(&MODEL);
         let models = 3 * WriterModel::BYTES;
-        assert_eq!(bytes.len(), HEADER_LEN + TRAILER_LEN + 4 * (1 + 1 + 16 + 2 + 1) + 7 * EMBEDDING_DIM + models);
+        assert_eq!(bytes.len(), HEADER_LEN + TRAILER_LEN + 4 * (1 + 1 + 16 + 2 + 1 + 4) + 7 * EMBEDDING_DIM + models);
         let (back, header) = Small::from_bytes(&bytes, Some(&MODEL)).expect("round trip");
         assert_eq!(header.version, GALLERY_FORMAT_VERSION);
         assert_eq!(back, g);
@@ -1445,7 +1667,8 @@ mod tests {
         b[kind_at] = MODEL_NONE;
         resign(&mut b);
         assert!(Small::from_bytes(&b, None).is_err());
-        let bob_kind = model_at + WriterModel::BYTES + 1 + 3 + 8 + 8 + 2 + EMBEDDING_DIM;
+        // After alice's model: her (empty) dynamic length, then bob's entry.
+        let bob_kind = model_at + WriterModel::BYTES + 4 + 1 + 3 + 8 + 8 + 2 + EMBEDDING_DIM;
         assert_eq!(good[bob_kind], MODEL_NONE);
         let mut b = good.clone();
         b[bob_kind] = MODEL_V1;
@@ -1468,8 +1691,9 @@ mod tests {
             .stack_size(256 * 1024)
             .spawn(|| {
                 assert!(size_of::<KioskGallery>() > 1024 * 1024);
-                // With a writer model per writer (the module docs say about 1.6 MiB).
-                assert!(size_of::<KioskGallery>() < 1700 * 1024, "{}", size_of::<KioskGallery>());
+                // With a writer model and a dynamic template slot per writer (the module docs
+                // say about 1.7 MiB).
+                assert!(size_of::<KioskGallery>() < 1800 * 1024, "{}", size_of::<KioskGallery>());
                 let mut g = KioskGallery::new_boxed();
                 let mut rng = ChaCha8Rng::seed_from_u64(5);
                 for i in 0..KioskGallery::WRITER_CAPACITY {
@@ -1502,12 +1726,12 @@ mod tests {
         assert_eq!(Small::from_bytes(b"PK\x03\x04", None).err(), Some(GalleryError::BadMagic));
         assert_eq!(Small::from_bytes(b"", None).err(), Some(GalleryError::Truncated { expected: 100, found: 0 }));
 
-        for version in [0u32, 3, u32::MAX] {
+        for version in [0u32, GALLERY_FORMAT_VERSION + 1, u32::MAX] {
             let mut b = good.clone();
             b[OFF_VERSION..OFF_VERSION + 4].copy_from_slice(&version.to_le_bytes());
             assert_eq!(
                 Small::from_bytes(&b, None).err(),
-                Some(GalleryError::UnsupportedVersion { found: version, supported: 2 })
+                Some(GalleryError::UnsupportedVersion { found: version, supported: GALLERY_FORMAT_VERSION })
             );
         }
 

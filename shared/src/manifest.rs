@@ -87,6 +87,58 @@ pub struct Manifest {
     /// `None` in bundles made before cohorts existed: the device then uses the nearest rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adaptive: Option<AdaptiveDecision>,
+    /// Fusion of the on-line (pen trajectory) score with the image score, for verifications
+    /// that come with a trajectory. `None` when not calibrated: such verifications are decided
+    /// on the image alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<FusionDecision>,
+}
+
+/// How a bundle fuses the on-line score with the image model's nearest-reference similarity
+/// ([`crate::online::fusion`]), calibrated by `autograph-train fuse` on validation users that
+/// have both images and trajectories and that the model never trained on. Writers are enrolled
+/// dynamically with [`crate::online::DynamicSettings::default`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FusionDecision {
+    /// Per model precision (the image similarity's distribution depends on it).
+    pub f32: Option<FusionCalibration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8: Option<FusionCalibration>,
+    /// Where the calibration came from, and what it measured on test users.
+    pub provenance: FusionProvenance,
+}
+
+impl FusionDecision {
+    pub fn calibration(&self, precision: Precision) -> Option<&FusionCalibration> {
+        match precision {
+            Precision::F32 => self.f32.as_ref(),
+            Precision::Int8 => self.int8.as_ref(),
+        }
+    }
+}
+
+/// One precision's fusion: weights and z-statistics, and thresholds of the fused score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FusionCalibration {
+    pub fusion: crate::online::Fusion,
+    /// Thresholds of the fused score, from validation users.
+    pub thresholds: Thresholds,
+}
+
+/// The data a fusion was calibrated on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FusionProvenance {
+    /// The on-line data set and the image data set (same signatures, same users).
+    pub online: String,
+    pub images: String,
+    /// The image data set's writers whose signatures calibrated it (validation writers of the
+    /// model's split), and the test writers it was measured on.
+    pub validation_users: Vec<String>,
+    pub test_users: Vec<String>,
+    /// References enrolled per user.
+    pub references: usize,
+    /// Figures of image-only, dynamic-only and fused scoring on the test users.
+    pub test_metrics: serde_json::Value,
 }
 
 /// The cohort file of a bundle and the writer-adaptive rule calibrated with it.
@@ -151,9 +203,32 @@ pub enum BundleError {
 impl Manifest {
     /// Reads `manifest.json` from a bundle directory, checking the format version first.
     pub fn load(bundle_dir: &Path) -> Result<Manifest, BundleError> {
+        use std::io::Read;
+        /// A manifest is a few KiB; a larger file is not one, and is refused before it is read.
+        const MAX_MANIFEST_LEN: u64 = 1024 * 1024;
         let path = bundle_dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| BundleError::Io { path: path.clone(), source })?;
-        let value: serde_json::Value = serde_json::from_str(&text)
+        let io = |source| BundleError::Io { path: path.clone(), source };
+        let file = std::fs::File::open(&path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let mut text = String::new();
+        if len <= MAX_MANIFEST_LEN {
+            file.take(MAX_MANIFEST_LEN + 1).read_to_string(&mut text).map_err(io)?;
+        }
+        let len = len.max(text.len() as u64);
+        if len > MAX_MANIFEST_LEN {
+            return Err(BundleError::Invalid {
+                path,
+                message: format!("the file is {len} bytes, more than the {MAX_MANIFEST_LEN} bytes a manifest can be"),
+            });
+        }
+        Self::from_json(&text, &path)
+    }
+
+    /// Parses and checks the text of a `manifest.json` (`path` only names it in errors); what
+    /// [`Manifest::load`] does after reading the file, separate so it can be fuzzed in memory.
+    pub fn from_json(text: &str, path: &Path) -> Result<Manifest, BundleError> {
+        let path = path.to_path_buf();
+        let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| BundleError::Parse { path: path.clone(), message: e.to_string() })?;
         let found = value
             .get("format_version")
@@ -180,6 +255,22 @@ impl Manifest {
                     manifest.input_shape, manifest.preprocess.height, manifest.preprocess.width
                 ),
             });
+        }
+        let files = [
+            Some(("f32_model.path", &manifest.f32_model.path)),
+            manifest.int8_model.as_ref().map(|m| ("int8_model.path", &m.path)),
+            manifest.adaptive.as_ref().map(|a| ("adaptive.cohort.path", &a.cohort.path)),
+        ];
+        for (field, name) in files.into_iter().flatten() {
+            // Joined to the bundle directory: an absolute path, `..` or a subdirectory would read
+            // outside it (found by fuzzing: a model at `/dev/zero` was read until memory ran out).
+            let mut parts = Path::new(name).components();
+            if !matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(_)), None)) {
+                return Err(BundleError::Invalid {
+                    path,
+                    message: format!("{field} {name:?} is not the name of a file in the bundle directory"),
+                });
+            }
         }
         Ok(manifest)
     }
@@ -289,6 +380,7 @@ mod tests {
             },
             test_metrics: serde_json::Value::Null,
             adaptive: None,
+            fusion: None,
         }
     }
 
@@ -315,6 +407,24 @@ mod tests {
         assert!(matches!(err, BundleError::Version { found: 99, .. }), "{err}");
         std::fs::write(dir.path().join(MANIFEST_FILE), "{ not json").expect("write");
         assert!(matches!(Manifest::load(dir.path()), Err(BundleError::Parse { .. })));
+    }
+
+    #[test]
+    fn file_paths_outside_the_bundle_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let good = sample_manifest(dir.path());
+        for bad in ["/dev/zero", "../model.onnx", "models/model.onnx", "./model.onnx", ""] {
+            let mut m = good.clone();
+            m.f32_model.path = bad.into();
+            let text = serde_json::to_string(&m).expect("json");
+            let err = Manifest::from_json(&text, Path::new("manifest.json")).expect_err(bad);
+            assert!(
+                matches!(&err, BundleError::Invalid { message, .. } if message.contains("f32_model.path")),
+                "{err}"
+            );
+        }
+        let text = serde_json::to_string(&good).expect("json");
+        assert_eq!(Manifest::from_json(&text, Path::new("manifest.json")).expect("plain name"), good);
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub const VERSION: u32 = 1;
 pub const MAX_SIDE: u32 = 8192;
 /// Largest accepted number of points in one recording (a minute of a 1 kHz pen is 60 000).
 pub const MAX_POINTS: usize = 200_000;
+/// Largest accepted recording text, in bytes, checked before parsing so that a huge file cannot
+/// make the parser allocate without bound. [`MAX_POINTS`] points as [`Recording::to_json`] writes
+/// them (about 60 bytes each at most) fit with room to spare.
+pub const MAX_JSON_LEN: usize = 16 * 1024 * 1024;
 
 /// One pen sample.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -87,6 +91,8 @@ pub enum StrokeError {
     EmptyStroke { stroke: usize },
     #[error("the recording has {count} points, more than the limit of {MAX_POINTS}")]
     TooManyPoints { count: usize },
+    #[error("the recording is {len} bytes, more than the limit of {MAX_JSON_LEN} bytes")]
+    TooLarge { len: usize },
     #[error(
         "stroke {stroke} point {point}: coordinates ({x}, {y}) are not finite or lie outside the {width}x{height} box"
     )]
@@ -97,6 +103,11 @@ pub enum StrokeError {
     TimeGoesBack { stroke: usize, point: usize, t: u32, previous: u32 },
     #[error("cannot rasterise at {width}x{height} pixels: over the limit of {MAX_SIDE} per side")]
     RasterTooLarge { width: u32, height: u32 },
+    #[error(
+        "the strokes are {length:.0} pixels long at raster size, over the limit of {}: not a signature",
+        raster::MAX_INK_LENGTH
+    )]
+    TooMuchInk { length: f64 },
 }
 
 /// Only the fields that say which format this is, read before the rest so that a newer version
@@ -115,8 +126,11 @@ impl Recording {
         Ok(recording)
     }
 
-    /// Parses and validates a recording.
+    /// Parses and validates a recording. Text longer than [`MAX_JSON_LEN`] is refused unparsed.
     pub fn from_json(text: &str) -> Result<Self, StrokeError> {
+        if text.len() > MAX_JSON_LEN {
+            return Err(StrokeError::TooLarge { len: text.len() });
+        }
         let header: Header = serde_json::from_str(text)?;
         if header.format != FORMAT {
             return Err(StrokeError::WrongFormat { found: header.format });
@@ -240,6 +254,30 @@ mod tests {
         assert!(!compact.contains("null"), "{compact}");
         assert_eq!(r.point_count(), 10);
         assert_eq!(r.duration_ms(), 140);
+    }
+
+    #[test]
+    fn size_limits_are_enforced_and_leave_room_for_real_recordings() {
+        // The largest recording allowed, with long numbers everywhere, fits the text limit.
+        let stroke: Stroke =
+            (0..MAX_POINTS as u32).map(|i| Point::new(8191.123, 8191.877, 4_000_000 + i, Some(0.12345679))).collect();
+        let largest = Recording::new(MAX_SIDE, MAX_SIDE, vec![stroke]).expect("valid");
+        let text = largest.to_json();
+        assert!(text.len() <= MAX_JSON_LEN, "{} bytes", text.len());
+        assert_eq!(Recording::from_json(&text).expect("parse").point_count(), MAX_POINTS);
+
+        // One point more is refused by count, naming the limit.
+        let mut over = largest.clone();
+        over.strokes[0].push(Point::new(1.0, 1.0, u32::MAX, None));
+        let err = Recording::from_json(&over.to_json()).expect_err("too many points");
+        assert!(matches!(err, StrokeError::TooManyPoints { count } if count == MAX_POINTS + 1), "{err}");
+        assert!(err.to_string().contains(&MAX_POINTS.to_string()), "{err}");
+
+        // Text over the size limit is refused before parsing (white space is valid JSON).
+        let padded = format!("{}{}", sample().to_json(), " ".repeat(MAX_JSON_LEN));
+        let err = Recording::from_json(&padded).expect_err("too large");
+        assert!(matches!(err, StrokeError::TooLarge { len } if len == padded.len()), "{err}");
+        assert!(err.to_string().contains(&MAX_JSON_LEN.to_string()), "{err}");
     }
 
     #[test]

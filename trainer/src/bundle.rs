@@ -199,6 +199,7 @@ pub fn export_bundle(run_dir: &Path, out: &Path, data: Option<&[PathBuf]>, devic
             "adaptive": adaptive_report,
         }),
         adaptive: Some(adaptive),
+        fusion: None,
     };
     manifest.save(out)?;
     Ok(manifest)

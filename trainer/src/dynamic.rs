@@ -173,7 +173,7 @@ fn dynamic_cli(args: &DynamicArgs, dataset: &OnlineDataset) -> Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-fn pct(x: f64) -> String {
+pub(crate) fn pct(x: f64) -> String {
     if x.is_finite() { format!("{:.2}%", x * 100.0) } else { "n/a".into() }
 }
 
@@ -567,7 +567,7 @@ fn summarise(folds: &[FusionFold]) -> Vec<MethodSummary> {
 }
 
 /// Thresholds from validation, figures on test, for one way of scoring a probe.
-fn measure(
+pub(crate) fn measure(
     method: &str,
     validation: &PairedScores,
     test: &PairedScores,
@@ -593,7 +593,7 @@ fn measure(
 }
 
 /// Image-only, dynamic-only and the two fusions, fitted and calibrated on `validation`.
-fn compare(
+pub(crate) fn compare(
     validation: &PairedScores,
     test: &PairedScores,
     references: usize,
@@ -615,16 +615,16 @@ fn compare(
 // ---------------------------------------------------------------------------------------------
 
 /// The image data set and the set name it has in the runs.
-struct Images {
-    dataset: Dataset,
+pub(crate) struct Images {
+    pub(crate) dataset: Dataset,
     /// `(user, sample)` -> index into `dataset.samples`.
-    by_key: HashMap<(u32, u32), usize>,
+    pub(crate) by_key: HashMap<(u32, u32), usize>,
     /// Writer id -> SVC2004 user number.
-    user_of: HashMap<String, u32>,
+    pub(crate) user_of: HashMap<String, u32>,
 }
 
 impl Images {
-    fn load(dir: &Path) -> Result<Self> {
+    pub(crate) fn load(dir: &Path) -> Result<Self> {
         ensure!(dir.is_dir(), "--images {}: no such directory", dir.display());
         let dataset = Dataset::load(dir).with_context(|| format!("loading the image data set {}", dir.display()))?;
         let mut by_key = HashMap::new();
@@ -648,12 +648,16 @@ impl Images {
 }
 
 /// Every trajectory's features, by `(user, sample)`.
-struct Trajectories {
-    features: HashMap<(u32, u32), FeatureSequence>,
-    labels: HashMap<(u32, u32), Label>,
+pub(crate) struct Trajectories {
+    pub(crate) features: HashMap<(u32, u32), FeatureSequence>,
+    pub(crate) labels: HashMap<(u32, u32), Label>,
 }
 
-fn load_trajectories(dataset: &OnlineDataset, settings: &DynamicSettings, unpaired: &mut Vec<String>) -> Trajectories {
+pub(crate) fn load_trajectories(
+    dataset: &OnlineDataset,
+    settings: &DynamicSettings,
+    unpaired: &mut Vec<String>,
+) -> Trajectories {
     let bar = crate::progress::bar(dataset.samples.len() as u64, "reading trajectories");
     let mut features = HashMap::new();
     let mut labels = HashMap::new();
@@ -676,7 +680,7 @@ fn load_trajectories(dataset: &OnlineDataset, settings: &DynamicSettings, unpair
 }
 
 /// Image and trajectory genuine/forged sample numbers of `user` present in both.
-fn paired_samples(user: u32, images: &Images, trajectories: &Trajectories) -> (Vec<u32>, Vec<u32>) {
+pub(crate) fn paired_samples(user: u32, images: &Images, trajectories: &Trajectories) -> (Vec<u32>, Vec<u32>) {
     let (mut genuine, mut forged) = (Vec::new(), Vec::new());
     let mut keys: Vec<(u32, u32)> = trajectories.labels.keys().copied().filter(|k| k.0 == user).collect();
     keys.sort_unstable();
@@ -695,7 +699,7 @@ fn paired_samples(user: u32, images: &Images, trajectories: &Trajectories) -> (V
 }
 
 /// Embeds the images of `keys` with one fold's model into int8 templates.
-fn embed_images(
+pub(crate) fn embed_images(
     embedder: &mut dyn Embedder,
     config: &PreprocessConfig,
     images: &Images,

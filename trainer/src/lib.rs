@@ -9,6 +9,7 @@ pub mod dynamic;
 pub mod eval;
 pub mod export;
 pub mod fetch;
+pub mod fuse;
 pub mod kfold;
 pub mod loss;
 pub mod model;

@@ -50,6 +50,9 @@ enum Command {
     /// evaluate on held-out writers, and enrol and verify them through the kiosk runtime.
     Quickstart(autograph_trainer::quickstart::QuickstartArgs),
     EvalDynamic(autograph_trainer::dynamic::DynamicArgs),
+    /// Calibrate a bundle's fusion of pen-trajectory and image scores on the SVC2004 writers
+    /// its model never trained on (the kiosk then decides pen captures on both).
+    Fuse(autograph_trainer::fuse::FuseArgs),
 }
 
 #[derive(Args, Debug)]
@@ -286,6 +289,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(args) => autograph_trainer::eval::run_cli(args),
         Command::Quickstart(args) => autograph_trainer::quickstart::run_cli(args),
         Command::EvalDynamic(args) => autograph_trainer::dynamic::run_cli(args),
+        Command::Fuse(args) => autograph_trainer::fuse::run_cli(args),
     }
 }
 

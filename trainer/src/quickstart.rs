@@ -10,15 +10,17 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use autograph_device::commands::enroll::enroll_fitted;
-use autograph_device::commands::{Against, OperatingPointArgs};
-use autograph_device::decision::{Decision, Policy, verify};
+use autograph_device::commands::enroll::{enroll_dynamic, enroll_fitted};
+use autograph_device::commands::{Against, CommandError, OperatingPointArgs};
+use autograph_device::crypt::KeyFile;
+use autograph_device::decision::{Decision, Modality, Policy, verify, verify_with_pen};
 use autograph_device::engine::{Bundle, Engine, EngineOptions, precision_name, rule_name};
 use autograph_device::store;
 use autograph_shared::dataset::splits::WriterSplit;
-use autograph_shared::dataset::{Dataset, Label, Sample};
+use autograph_shared::dataset::{Dataset, ImageSource, Label, Sample};
 use autograph_shared::evaluation::EvaluationReport;
 use autograph_shared::gallery::KioskGallery;
+use autograph_shared::online::{Trajectory, read_trajectory};
 use burn::prelude::Device;
 use serde::Serialize;
 
@@ -130,6 +132,23 @@ pub struct KioskOutcome {
     pub forgeries_accepted: usize,
     pub forgeries_rejected: usize,
     pub unreadable: usize,
+    /// The same writers' SVC2004 signatures as pen captures (image and Task 2 trajectory),
+    /// enrolled with both and decided on the fused score, when the bundle has a fusion.
+    pub pen: Option<PenOutcome>,
+}
+
+/// The kiosk's decisions on pen captures (`autograph verify --strokes`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PenOutcome {
+    pub writers_enrolled: usize,
+    /// The fused score's threshold (skilled EER point of the bundle's fusion).
+    pub threshold: f32,
+    pub genuine_accepted: usize,
+    pub genuine_rejected: usize,
+    pub forgeries_accepted: usize,
+    pub forgeries_rejected: usize,
+    /// Probes decided on the image alone although they had a trajectory (should be 0).
+    pub not_fused: usize,
 }
 
 /// `summary.json` of a quickstart run.
@@ -144,6 +163,9 @@ pub struct QuickstartSummary {
     pub split: WriterSplit,
     pub default_precision: String,
     pub kiosk: KioskOutcome,
+    /// The pen-and-image fusion calibrated into the bundle, when SVC2004 Task 2 trajectories
+    /// lie beside the SVC2004 images (`svc2004_online/`): test writers' figures per method.
+    pub fusion: Option<crate::fuse::FuseReport>,
 }
 
 struct Steps {
@@ -209,6 +231,29 @@ pub fn run(args: &QuickstartArgs) -> Result<(QuickstartSummary, EvaluationReport
     steps.start(4, "quantizing to int8 (calibrated on training writers)");
     let (manifest, quantized) = quantize_bundle(&bundle_dir, &data)?;
     eprintln!("      {}", quantized.why);
+    let fusion = match online_beside(&dataset) {
+        Some((images, online)) => {
+            eprintln!(
+                "      calibrating the pen-and-image fusion on {} (SVC2004 validation writers)",
+                online.display()
+            );
+            let args = crate::fuse::FuseArgs {
+                bundle: bundle_dir.clone(),
+                online,
+                images: Some(images),
+                references: 5,
+                random_per_writer: 2,
+                seed: args.seed,
+                json: false,
+            };
+            let report = crate::fuse::calibrate(&args)?;
+            for line in crate::fuse::markdown(&report).lines().filter(|l| l.starts_with('|')) {
+                eprintln!("      {line}");
+            }
+            Some(report)
+        }
+        None => None,
+    };
 
     steps.start(5, "evaluating on the held-out test writers (tract f32)");
     let mut request = EvalRequest::new(bundle_dir.clone(), data.clone());
@@ -217,7 +262,8 @@ pub fn run(args: &QuickstartArgs) -> Result<(QuickstartSummary, EvaluationReport
 
     steps.start(6, "enrolling test writers in a gallery and verifying through the kiosk runtime");
     let gallery = out.join("gallery.bin");
-    let kiosk = kiosk_check(&bundle_dir, &dataset, &split.test, &gallery)?;
+    let online = online_beside(&dataset).map(|(_, online)| online);
+    let kiosk = kiosk_check(&bundle_dir, &dataset, &split.test, &gallery, online.as_deref())?;
 
     let summary = QuickstartSummary {
         data: data.iter().map(|d| d.canonicalize().unwrap_or_else(|_| d.clone())).collect(),
@@ -229,11 +275,20 @@ pub fn run(args: &QuickstartArgs) -> Result<(QuickstartSummary, EvaluationReport
         split,
         default_precision: precision_name(manifest.default_precision).into(),
         kiosk,
+        fusion,
     };
     let path = out.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&summary)? + "\n")
         .with_context(|| format!("writing {}", path.display()))?;
     Ok((summary, evaluated.report))
+}
+
+/// The SVC2004 image set among the training data and its Task 2 trajectories, when they lie
+/// side by side (`<data>/svc2004` and `<data>/svc2004_online`, as in `../shared/data`).
+fn online_beside(dataset: &Dataset) -> Option<(PathBuf, PathBuf)> {
+    let set = dataset.sets.iter().find(|s| s.name == "svc2004")?;
+    let online = set.root.parent()?.join("svc2004_online");
+    online.is_dir().then(|| (set.root.clone(), online))
 }
 
 fn template_of(engine: &mut Engine, sample: &Sample) -> Option<autograph_shared::gallery::Template> {
@@ -246,8 +301,19 @@ fn template_of(engine: &mut Engine, sample: &Sample) -> Option<autograph_shared:
 /// the gallery's capacity), fitting the writer model against the bundle's cohort as `autograph
 /// enroll` does, and verifies every other genuine signature and every skilled forgery of that
 /// writer with the bundle's default precision in tract, deciding as `autograph verify` does:
-/// replay guard first, then the bundle's rule at its skilled-forgery EER threshold.
-pub fn kiosk_check(bundle_dir: &Path, dataset: &Dataset, writers: &[String], gallery: &Path) -> Result<KioskOutcome> {
+/// replay guard first, then the bundle's rule at its skilled-forgery EER threshold. The gallery
+/// is encrypted under the key file [`gallery_key_of`] names (created if missing).
+///
+/// With `online` (SVC2004 Task 2 beside the SVC2004 images) and a bundle with a fusion, the
+/// SVC2004 writers are also enrolled with their references' trajectories, and their probes that
+/// have one are decided again as pen captures, as `autograph verify --strokes` decides.
+pub fn kiosk_check(
+    bundle_dir: &Path,
+    dataset: &Dataset,
+    writers: &[String],
+    gallery: &Path,
+    online: Option<&Path>,
+) -> Result<KioskOutcome> {
     let bundle = Bundle::open(bundle_dir)?;
     let identity = bundle.model_identity();
     let precision = bundle.precision_or_default(None);
@@ -276,7 +342,21 @@ pub fn kiosk_check(bundle_dir: &Path, dataset: &Dataset, writers: &[String], gal
         rule: rule_name(policy.rule).into(),
         ..Default::default()
     };
-    let mut probes: Vec<(String, Label, autograph_shared::gallery::Template)> = Vec::new();
+    let gallery_file = store::GalleryFile::new(gallery, KeyFile::new(gallery_key_of(gallery)));
+    // A sample's pen trajectory: SVC2004's `U<u>S<s>.jpg` is `U<u>S<s>.TXT` in Task 2.
+    let fusing = online.filter(|_| policy.fusion.is_some());
+    let trajectory_of = |sample: &Sample| -> Option<Trajectory> {
+        let dir = fusing?;
+        if dataset.set_of(&sample.writer) != "svc2004" {
+            return None;
+        }
+        let ImageSource::File(path) = &sample.source else { return None };
+        let stem = path.file_stem()?.to_str()?;
+        read_trajectory(&dir.join(format!("{stem}.TXT"))).ok()
+    };
+    let mut pen = fusing
+        .map(|_| PenOutcome { threshold: policy.fusion.map_or(f32::NAN, |f| f.point.threshold), ..Default::default() });
+    let mut probes: Vec<(String, Label, autograph_shared::gallery::Template, Option<Trajectory>)> = Vec::new();
     for writer in writers {
         let genuine: Vec<&Sample> =
             dataset.samples.iter().filter(|s| &s.writer == writer && s.label == Label::Genuine).collect();
@@ -293,22 +373,43 @@ pub fn kiosk_check(bundle_dir: &Path, dataset: &Dataset, writers: &[String], gal
         if templates.is_empty() {
             continue;
         }
+        // Every reference's trajectory, or none (a template of some would not match the images).
+        let trajectories: Option<Vec<Trajectory>> = genuine[..references].iter().map(|s| trajectory_of(s)).collect();
         let now = now_unix();
-        store::update(gallery, &identity, |g| {
-            enroll_fitted(g, writer, &templates, now, true, cohort.as_deref(), &adaptive_config).map(|_| ())
+        store::update(&gallery_file, &identity, |g| {
+            enroll_fitted(g, writer, &templates, now, true, cohort.as_deref(), &adaptive_config)?;
+            if let Some(trajectories) = &trajectories {
+                enroll_dynamic(g, writer, trajectories)?;
+            }
+            Ok::<_, CommandError>(())
         })?;
         out.writers_enrolled += 1;
+        if let (Some(pen), Some(_)) = (&mut pen, &trajectories) {
+            pen.writers_enrolled += 1;
+        }
         let forged = dataset.samples.iter().filter(|s| &s.writer == writer && s.label == Label::Forged);
         for s in genuine[references..].iter().copied().chain(forged) {
             match template_of(&mut engine, s) {
-                Some(t) => probes.push((writer.clone(), s.label, t)),
+                Some(t) => {
+                    probes.push((writer.clone(), s.label, t, trajectories.as_ref().and_then(|_| trajectory_of(s))))
+                }
                 None => out.unreadable += 1,
             }
         }
     }
     // Verify against the gallery as stored on disk (what a later `autograph verify` would read).
-    let stored = store::load(gallery, Some(&identity))?;
-    for (writer, label, probe) in &probes {
+    let stored = store::load(&gallery_file, Some(&identity))?;
+    for (writer, label, probe, trajectory) in &probes {
+        if let (Some(pen), Some(trajectory)) = (&mut pen, trajectory) {
+            let v = verify_with_pen(&stored, writer, probe, Some(trajectory), &policy);
+            pen.not_fused += usize::from(v.modality != Modality::Fused);
+            match (label, v.decision == Decision::Accepted) {
+                (Label::Genuine, true) => pen.genuine_accepted += 1,
+                (Label::Genuine, false) => pen.genuine_rejected += 1,
+                (Label::Forged, true) => pen.forgeries_accepted += 1,
+                (Label::Forged, false) => pen.forgeries_rejected += 1,
+            }
+        }
         let v = verify(&stored, writer, probe, &policy);
         let accepted = v.decision == Decision::Accepted;
         match (label, accepted) {
@@ -321,7 +422,14 @@ pub fn kiosk_check(bundle_dir: &Path, dataset: &Dataset, writers: &[String], gal
             (Label::Forged, false) => out.forgeries_rejected += 1,
         }
     }
+    out.pen = pen;
     Ok(out)
+}
+
+/// The key file of the quickstart's gallery: `gallery.key` beside it, so the run directory is
+/// self-contained (its writers are public data-set writers). A kiosk keeps its key elsewhere.
+pub fn gallery_key_of(gallery: &Path) -> PathBuf {
+    gallery.with_extension("key")
 }
 
 fn now_unix() -> u64 {
@@ -369,10 +477,25 @@ pub fn summary_text(summary: &QuickstartSummary, report: &EvaluationReport) -> S
             rate(k.forgeries_rejected, k.forgeries_accepted)
         ),
     ];
+    if let Some(p) = &k.pen {
+        lines.push(format!(
+            "  pen        {} SVC2004 writers also enrolled with their pen trajectories, fused score, threshold {:.4}:",
+            p.writers_enrolled, p.threshold
+        ));
+        lines.push(format!(
+            "             held-out genuine {} accepted / {} rejected ({} accepted); skilled forgeries {} accepted / {} rejected ({} rejected)",
+            p.genuine_accepted,
+            p.genuine_rejected,
+            rate(p.genuine_accepted, p.genuine_rejected),
+            p.forgeries_accepted,
+            p.forgeries_rejected,
+            rate(p.forgeries_rejected, p.forgeries_accepted)
+        ));
+    }
     if let Some(l) = &report.leakage {
         lines.push(format!("  leakage    background-only EER {} (chance is 50%)", pct(Some(l.background_only_eer))));
     }
-    lines.push(format!("  gallery    {}", k.gallery.display()));
+    lines.push(format!("  gallery    {} (key {})", k.gallery.display(), gallery_key_of(&k.gallery).display()));
     lines.push(format!("  report     {}", summary.report.display()));
     lines.join("\n")
 }

@@ -40,6 +40,7 @@ fn write_bundle(dir: &Path) {
         },
         test_metrics: serde_json::Value::Null,
         adaptive: None,
+        fusion: None,
     }
     .save(dir)
     .expect("manifest");

@@ -22,7 +22,7 @@ use crate::commands::{
     Against, BundleArgs, CommandError, Exit, GalleryArgs, ModelUsed, OperatingPoint, OperatingPointArgs, Report,
     RuntimeArgs,
 };
-use crate::decision::Policy;
+use crate::decision::{Modality, Policy};
 use crate::engine::Engine;
 use crate::replay::ReplayCheck;
 use crate::store;
@@ -246,8 +246,15 @@ pub struct KioskJson {
     pub similarity: Option<f32>,
     /// Verify: the rule that decided (`nearest`, `normalised`, `classifier`).
     pub rule: Option<DecisionRule>,
-    /// Verify: why the bundle's rule was not used (a writer without a writer model).
+    /// Verify: why the bundle's rule was not used (a writer without a writer model), or why
+    /// the pen trajectory was not fused.
     pub fallback: Option<String>,
+    /// Verify: `image` or `fused` (the image and the pen trajectory's scores together).
+    pub modality: Option<Modality>,
+    /// Verify: the pen trajectory's score against the writer's dynamic template.
+    pub dynamic_score: Option<f32>,
+    /// Verify: the fused score, when the bundle calibrates fusion.
+    pub fused_score: Option<f32>,
     pub threshold: Option<f32>,
     pub operating_point: OperatingPoint,
     pub replay: Option<ReplayCheck>,
@@ -257,6 +264,9 @@ pub struct KioskJson {
     pub templates_total: Option<usize>,
     /// Enrolment: writers in the gallery afterwards.
     pub writers: Option<usize>,
+    /// Enrolment: references of the writer's dynamic template afterwards (0: enrolled without
+    /// a usable pen trajectory, verified on the image alone).
+    pub dynamic_references: Option<usize>,
     /// Signatures taken.
     pub signatures: usize,
     /// Accepted signatures refused as unusable (too little ink, the same twice).
@@ -305,13 +315,14 @@ pub fn run_kiosk(args: &KioskArgs) -> Result<Report, CommandError> {
     let point = if matches!(mode, Mode::Verify { .. }) { policy.point } else { policy.nearest_point };
     let identity = bundle.model_identity();
     // Fail before the writer signs, not after: a damaged or foreign gallery is refused now.
+    let gallery_file = args.gallery.file()?;
     let gallery = match mode {
-        Mode::Enroll { .. } => store::load_or_empty(&args.gallery.gallery, &identity)?,
-        _ => store::load(&args.gallery.gallery, Some(&identity))?,
+        Mode::Enroll { .. } => store::load_or_empty(&gallery_file, &identity)?,
+        _ => store::load(&gallery_file, Some(&identity))?,
     };
     let engine = Engine::open(bundle, options)?;
     let model = ModelUsed::of(&engine);
-    let mut judge = Judge::new(engine, args.gallery.gallery.clone(), gallery, policy, args.replace);
+    let mut judge = Judge::new(engine, gallery_file, gallery, policy, args.replace);
 
     let mut display: Box<dyn Display> = match &args.headless {
         Some(dir) => {
@@ -344,12 +355,16 @@ pub fn run_kiosk(args: &KioskArgs) -> Result<Report, CommandError> {
         similarity: report.decided.similarity,
         rule: report.decided.rule,
         fallback: report.decided.fallback.clone(),
+        modality: report.decided.modality,
+        dynamic_score: report.decided.dynamic.map(|d| d.score),
+        fused_score: report.decided.dynamic.and_then(|d| d.fused),
         threshold: outcome.threshold,
         operating_point: point,
         replay: report.decided.replay,
         writer_model: report.decided.writer_model,
         templates_total: report.decided.templates_total,
         writers: report.decided.writers,
+        dynamic_references: report.decided.dynamic_references,
         signatures: report.signatures.len(),
         retries: report.retries,
         strokes: report.signatures.iter().map(|r| r.strokes.len()).sum(),
@@ -365,7 +380,13 @@ pub fn run_kiosk(args: &KioskArgs) -> Result<Report, CommandError> {
     if let Some(score) = outcome.score {
         text.push_str(&format!(": score {score:.4}, threshold {point}"));
     }
-    if let Some(rule) = report.decided.rule.filter(|&r| r != DecisionRule::Nearest) {
+    if let (Some(Modality::Fused), Some(d)) = (report.decided.modality, report.decided.dynamic) {
+        text.push_str(&format!(
+            " [fused: image similarity {:.4}, pen {:.4}]",
+            report.decided.similarity.unwrap_or(f32::NAN),
+            d.score
+        ));
+    } else if let Some(rule) = report.decided.rule.filter(|&r| r != DecisionRule::Nearest) {
         text.push_str(&format!(
             " [{} rule; similarity {:.4}]",
             crate::engine::rule_name(rule),
@@ -377,6 +398,9 @@ pub fn run_kiosk(args: &KioskArgs) -> Result<Report, CommandError> {
     }
     if let Some(why) = &report.decided.fallback {
         text.push_str(&format!("\nnote: {why}"));
+    }
+    if let Some(n) = report.decided.dynamic_references.filter(|&n| n > 0) {
+        text.push_str(&format!("\ndynamic template of {n} pen capture(s)"));
     }
     if let Some(dir) = &args.headless {
         text.push_str(&format!("\n{} screen(s) written to {}", report.screens.len(), dir.display()));

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use autograph_shared::adaptive::DecisionRule;
 use autograph_shared::gallery::{KioskGallery, Template};
+use autograph_shared::online::verifier::MIN_REFERENCES;
+use autograph_shared::online::{DynamicTemplate, Trajectory};
 use autograph_shared::preprocess::{PreprocessError, preprocess_gray};
 use autograph_shared::strokes::Recording;
 use autograph_shared::strokes::raster::{RasterConfig, rasterise};
@@ -22,12 +24,12 @@ use super::input::{PenDevice, PenUpdate};
 use super::playback::Playback;
 use super::screen::{self, Outcome, Verdict};
 use super::session::{Mode, Session, Step};
-use crate::commands::enroll::enroll_fitted;
+use crate::commands::enroll::{enroll_dynamic, enroll_fitted};
 use crate::commands::{CommandError, OperatingPoint};
-use crate::decision::{self, Decision, Policy};
+use crate::decision::{self, Decision, DynamicPart, Modality, Policy};
 use crate::engine::Engine;
 use crate::replay::ReplayCheck;
-use crate::store::{self, StoreError};
+use crate::store;
 
 /// Result-screen lines, shared with `autograph capture`'s previews.
 pub const DETAIL_REPLAY: &str = "A copy of an enrolled signature";
@@ -77,6 +79,12 @@ pub struct Decided {
     pub point: Option<OperatingPoint>,
     /// Enrolment: whether the writer has a writer model afterwards.
     pub writer_model: Option<bool>,
+    /// Verification: whether the image or the fused image-and-pen score decided, and the pen
+    /// trajectory's scores.
+    pub modality: Option<Modality>,
+    pub dynamic: Option<DynamicPart>,
+    /// Enrolment: references of the writer's dynamic template afterwards.
+    pub dynamic_references: Option<usize>,
 }
 
 impl Decided {
@@ -91,6 +99,9 @@ impl Decided {
             fallback: None,
             point: None,
             writer_model: None,
+            modality: None,
+            dynamic: None,
+            dynamic_references: None,
         }
     }
 }
@@ -107,7 +118,7 @@ pub enum Embedded {
 #[derive(Debug)]
 pub struct Judge {
     engine: Engine,
-    gallery_path: PathBuf,
+    gallery_path: store::GalleryFile,
     gallery: Box<KioskGallery>,
     policy: Policy,
     replace: bool,
@@ -120,7 +131,7 @@ impl Judge {
     /// decides verifications; identification uses its nearest-rule threshold.
     pub fn new(
         engine: Engine,
-        gallery_path: PathBuf,
+        gallery_path: store::GalleryFile,
         gallery: Box<KioskGallery>,
         policy: Policy,
         replace: bool,
@@ -149,9 +160,11 @@ impl Judge {
         }
     }
 
-    /// Is `probe` by `user`? The replay guard runs first, as in `autograph verify`.
-    pub fn verify(&self, user: &str, probe: &Template) -> Decided {
-        let checked = decision::verify(&self.gallery, user, probe, &self.policy);
+    /// Is `probe`, with the capture's pen `trajectory`, by `user`? The replay guard runs first,
+    /// and the fused score decides when the writer and the bundle allow, as in `autograph
+    /// verify --strokes`.
+    pub fn verify(&self, user: &str, probe: &Template, trajectory: Option<&Trajectory>) -> Decided {
+        let checked = decision::verify_with_pen(&self.gallery, user, probe, trajectory, &self.policy);
         let (verdict, detail) = match checked.decision {
             Decision::Accepted => (Verdict::Accepted, None),
             Decision::Rejected => (Verdict::Rejected, None),
@@ -166,6 +179,8 @@ impl Judge {
             rule: Some(checked.rule),
             fallback: checked.fallback,
             point: Some(checked.point),
+            modality: Some(checked.modality),
+            dynamic: checked.dynamic,
             ..Decided::of(outcome)
         }
     }
@@ -202,8 +217,14 @@ impl Judge {
 
     /// Adds `templates` to `user`'s references in one locked update of the gallery file. A
     /// template the writer already has (a replayed file, not a new signature) enrols nothing.
-    /// With a bundle that has a cohort, the writer's model is fitted in the same update.
-    pub fn enroll(&self, user: &str, templates: &[Template]) -> Result<Decided, CommandError> {
+    /// With a bundle that has a cohort, the writer's model is fitted in the same update, and
+    /// with the signatures' pen `trajectories` (two or more) its dynamic template is built.
+    pub fn enroll(
+        &self,
+        user: &str,
+        templates: &[Template],
+        trajectories: &[Trajectory],
+    ) -> Result<Decided, CommandError> {
         let bundle = self.engine.bundle();
         let (identity, config) = (bundle.model_identity(), bundle.adaptive_config());
         let now = crate::commands::now_unix();
@@ -211,11 +232,20 @@ impl Judge {
         let result = store::update(&self.gallery_path, &identity, |g| {
             let copies = !replace && g.get(user).is_some_and(|w| templates.iter().any(|t| w.templates().contains(t)));
             if copies {
-                return Ok::<_, StoreError>(None);
+                return Ok::<_, CommandError>(None);
             }
             let enrolled = enroll_fitted(g, user, templates, now, replace, bundle.cohort(), &config)?;
-            let total = g.get(user).map_or(0, |w| w.templates().len());
-            Ok(Some((total, g.len(), enrolled.writer_model)))
+            // One pen capture cannot make a dynamic template (its spread needs a pair), and
+            // captures the dynamic verifier cannot use must not cost the writer its enrolment:
+            // the writer is then verified on the image alone, and `dynamic_references` says so.
+            let has_dynamic = g.get(user).is_some_and(|w| w.dynamic().is_some());
+            if trajectories.len() >= MIN_REFERENCES || (has_dynamic && !trajectories.is_empty()) {
+                let _ = enroll_dynamic(g, user, trajectories);
+            }
+            let writer = g.get(user);
+            let total = writer.map_or(0, |w| w.templates().len());
+            let dynamic = writer.and_then(|w| w.dynamic()).map_or(0, DynamicTemplate::reference_count);
+            Ok(Some((total, g.len(), enrolled.writer_model, dynamic)))
         })?;
         let decided = match result {
             None => Decided::of(Outcome {
@@ -225,10 +255,11 @@ impl Judge {
                 threshold: None,
                 detail: Some(DETAIL_ALREADY_ENROLLED.into()),
             }),
-            Some((total, writers, writer_model)) => Decided {
+            Some((total, writers, writer_model, dynamic)) => Decided {
                 templates_total: Some(total),
                 writers: Some(writers),
                 writer_model: Some(writer_model),
+                dynamic_references: Some(dynamic),
                 ..Decided::of(Outcome {
                     verdict: Verdict::Enrolled,
                     user: Some(user.into()),
@@ -318,10 +349,20 @@ pub fn run(
                     templates.push(template);
                     signatures.push(recording);
                     let decided = match session.mode().clone() {
-                        Mode::Verify { user } => judge.verify(&user, &template),
+                        Mode::Verify { user } => {
+                            let trajectory = signatures.last().and_then(|r| Trajectory::try_from(r).ok());
+                            judge.verify(&user, &template, trajectory.as_ref())
+                        }
                         Mode::Identify => judge.identify(&template),
                         Mode::Enroll { user, samples } if templates.len() >= samples => {
-                            judge.enroll(&user, &templates)?
+                            // Every capture's trajectory, or none: a dynamic template from
+                            // some of the signatures would not describe the writer's references.
+                            let trajectories: Vec<Trajectory> = signatures
+                                .iter()
+                                .map(Trajectory::try_from)
+                                .collect::<Result<_, _>>()
+                                .unwrap_or_default();
+                            judge.enroll(&user, &templates, &trajectories)?
                         }
                         Mode::Enroll { .. } => {
                             session.next_sample();

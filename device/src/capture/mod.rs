@@ -55,9 +55,13 @@ impl From<CaptureError> for CommandError {
     }
 }
 
-/// Reads and validates a stroke recording file.
+/// Reads and validates a stroke recording file. A file larger than
+/// [`autograph_shared::strokes::MAX_JSON_LEN`] is refused without being read whole.
 pub fn load_recording(path: &Path) -> Result<Recording, CaptureError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| CaptureError::Read { path: path.to_path_buf(), source })?;
+    use std::io::Read;
+    let read_err = |source| CaptureError::Read { path: path.to_path_buf(), source };
+    let limit = autograph_shared::strokes::MAX_JSON_LEN as u64;
+    let mut text = String::new();
+    std::fs::File::open(path).map_err(read_err)?.take(limit + 1).read_to_string(&mut text).map_err(read_err)?;
     Recording::from_json(&text).map_err(|source| CaptureError::Recording { path: path.to_path_buf(), source })
 }

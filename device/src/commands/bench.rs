@@ -9,11 +9,16 @@
 //! the gallery enrolment of 5 references with the writer-model fit (against the bundle's cohort,
 //! or a synthetic one of 300 templates when the bundle has none) against one without, and the
 //! decision for a probe template under each rule.
+//!
+//! The gallery file's encryption at rest is measured in the same run too, as ratios against the
+//! plain path: loading a full kiosk gallery (what every `verify` does once) and saving it
+//! atomically, in a scratch directory under the system's temporary directory.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::io::Cursor;
-use std::path::PathBuf;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use std::sync::Arc;
@@ -27,9 +32,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::{BundleArgs, CommandError, Exit, OperatingPoint, Point, Report};
+use crate::crypt::KeyFile;
 use crate::decision::{self, Policy};
 use crate::engine::{Bundle, Engine, EngineOptions, Runtime, precision_name, rule_name};
 use crate::replay;
+use crate::store::{self, GalleryFile};
 
 /// Template counts the KNN benchmark searches.
 pub const KNN_SIZES: [usize; 2] = [1_000, 10_000];
@@ -84,6 +91,30 @@ pub struct BenchJson {
     pub unavailable: BTreeMap<String, String>,
     /// Writer-adaptive enrolment and decisions.
     pub adaptive: AdaptiveBench,
+    /// The gallery file's encryption at rest.
+    pub gallery_file: GalleryFileBench,
+}
+
+/// Costs of the gallery file's encryption at rest, measured in the same run as the plain path,
+/// on a full kiosk gallery of random templates.
+#[derive(Debug, Serialize)]
+pub struct GalleryFileBench {
+    pub writers: usize,
+    pub templates: usize,
+    /// Length of the plain gallery bytes, and of the encrypted file.
+    pub plain_bytes: usize,
+    pub encrypted_bytes: usize,
+    /// Reading and checking the file, what `verify` does once: `plain` (read, checksum, parse)
+    /// and `encrypted` (the same, plus reading the key file and decrypting).
+    pub load_ms: BTreeMap<String, Stats>,
+    /// Serialising and replacing the file atomically (temporary file, fsync, rename, directory
+    /// fsync), what each enrolment does: `plain` and `encrypted` (plus the lock, the key file
+    /// and encrypting).
+    pub save_ms: BTreeMap<String, Stats>,
+    /// Medians, encrypted against plain: `load`, `save`.
+    pub ratio_vs_plain: BTreeMap<String, f64>,
+    /// What encryption adds to each verify: median encrypted load minus median plain load.
+    pub added_ms_per_verify: f64,
 }
 
 /// Costs of the writer-adaptive rules, measured in the same run as the nearest rule's.
@@ -152,6 +183,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, CommandError> {
     }
 
     let adaptive = measure_adaptive(&bundle, runs)?;
+    let gallery_file = measure_gallery_file(runs)?;
 
     let json = BenchJson {
         command: "bench",
@@ -165,6 +197,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, CommandError> {
         knn_ms,
         unavailable,
         adaptive,
+        gallery_file,
     };
     let text = table(&json);
     Ok(Report::new(Exit::Ok, &json, text))
@@ -252,6 +285,79 @@ fn measure_adaptive(bundle: &Bundle, runs: usize) -> Result<AdaptiveBench, Comma
     })
 }
 
+/// A private scratch directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Self, CommandError> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!("autograph-bench-{}-{nanos}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|source| CommandError::Io {
+            path: dir.clone(),
+            action: "create the scratch directory",
+            source,
+        })?;
+        Ok(Self(dir))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Loading and saving a full kiosk gallery, plain and encrypted, in a scratch directory.
+fn measure_gallery_file(runs: usize) -> Result<GalleryFileBench, CommandError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let mut gallery = KioskGallery::new_boxed();
+    for w in 0..KioskGallery::WRITER_CAPACITY {
+        let templates: Vec<Template> =
+            (0..KioskGallery::TEMPLATE_CAPACITY).map(|_| random_template(&mut rng)).collect();
+        gallery.enroll(&format!("writer-{w:05}"), &templates, 0, false)?;
+    }
+    let identity = [0x5a; 32];
+    let scratch = Scratch::new()?;
+    let plain = scratch.path().join("plain.bin");
+    let file =
+        GalleryFile::new(scratch.path().join("encrypted.bin"), KeyFile::new(scratch.path().join("key/gallery.key")));
+
+    // Plain and encrypted alternate run by run, so that a busy machine slows both alike.
+    let (plain_save, encrypted_save) = time_pair(
+        runs,
+        || store::write_replacing(&plain, &gallery.to_bytes(&identity)),
+        || store::save(&file, &gallery, &identity),
+    )?;
+    let (plain_load, encrypted_load) = time_pair(
+        runs,
+        || -> Result<usize, CommandError> {
+            let bytes = store::read_file(&plain)?;
+            Ok(KioskGallery::from_bytes(&bytes, Some(&identity))?.0.len())
+        },
+        || Ok(store::load(&file, Some(&identity))?.len()),
+    )?;
+    let save_ms = BTreeMap::from([("plain".to_string(), plain_save), ("encrypted".to_string(), encrypted_save)]);
+    let load_ms = BTreeMap::from([("plain".to_string(), plain_load), ("encrypted".to_string(), encrypted_load)]);
+
+    let len = |path: &Path| std::fs::metadata(path).map(|m| m.len() as usize).unwrap_or(0);
+    let ratio = |map: &BTreeMap<String, Stats>| map["encrypted"].median / map["plain"].median;
+    let ratio_vs_plain = BTreeMap::from([("load".to_string(), ratio(&load_ms)), ("save".to_string(), ratio(&save_ms))]);
+    Ok(GalleryFileBench {
+        writers: gallery.len(),
+        templates: gallery.template_count(),
+        plain_bytes: len(&plain),
+        encrypted_bytes: len(file.path()),
+        added_ms_per_verify: load_ms["encrypted"].median - load_ms["plain"].median,
+        load_ms,
+        save_ms,
+        ratio_vs_plain,
+    })
+}
+
 /// Top-5 over `templates` random templates, 8 per writer.
 fn measure_knn(templates: usize, runs: usize) -> Stats {
     let mut rng = ChaCha8Rng::seed_from_u64(templates as u64);
@@ -296,6 +402,32 @@ fn time<T, E>(runs: usize, mut f: impl FnMut() -> Result<T, E>) -> Result<Stats,
     }
     ms.sort_by(f64::total_cmp);
     Ok(Stats { median: percentile(&ms, 0.5), p95: percentile(&ms, 0.95) })
+}
+
+/// [`time`] for two functions measured alternately, run by run.
+fn time_pair<A, B, E>(
+    runs: usize,
+    mut a: impl FnMut() -> Result<A, E>,
+    mut b: impl FnMut() -> Result<B, E>,
+) -> Result<(Stats, Stats), E> {
+    for _ in 0..WARMUP_RUNS.min(runs) {
+        black_box(a()?);
+        black_box(b()?);
+    }
+    let (mut ms_a, mut ms_b) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    for _ in 0..runs {
+        let start = Instant::now();
+        black_box(a()?);
+        ms_a.push(start.elapsed().as_secs_f64() * 1e3);
+        let start = Instant::now();
+        black_box(b()?);
+        ms_b.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let stats = |mut ms: Vec<f64>| {
+        ms.sort_by(f64::total_cmp);
+        Stats { median: percentile(&ms, 0.5), p95: percentile(&ms, 0.95) }
+    };
+    Ok((stats(ms_a), stats(ms_b)))
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -381,6 +513,26 @@ fn table(j: &BenchJson) -> String {
             "the fit adds {:.2} ms to an enrolment ({:.2}x one end-to-end tract_f32 verify)\n",
             fit.median - nearest.median,
             (fit.median - nearest.median) / verify.median
+        ));
+    }
+    let g = &j.gallery_file;
+    out.push_str(&format!(
+        "gallery file: {} writers, {} templates, {} bytes plain, {} encrypted (last column: x plain)\n",
+        g.writers, g.templates, g.plain_bytes, g.encrypted_bytes
+    ));
+    for (what, map, key) in [("load", &g.load_ms, "load"), ("save", &g.save_ms, "save")] {
+        if let Some(s) = map.get("plain") {
+            row(&mut out, &format!("{what}, plain"), s, None);
+        }
+        if let Some(s) = map.get("encrypted") {
+            row(&mut out, &format!("{what}, encrypted"), s, g.ratio_vs_plain.get(key).copied());
+        }
+    }
+    if let Some(verify) = j.verify_ms.get("tract_f32") {
+        out.push_str(&format!(
+            "encryption adds {:.3} ms to each verify's gallery load ({:.2}x one end-to-end tract_f32 verify)\n",
+            g.added_ms_per_verify,
+            g.added_ms_per_verify / verify.median
         ));
     }
     for (key, why) in &j.unavailable {

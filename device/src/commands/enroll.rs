@@ -8,11 +8,17 @@
 //! classifier, [`autograph_shared::adaptive::WriterModel`]) is fitted inside that update on the
 //! writer's references after enrolment (the old and new ones when appending), so the model and
 //! the templates it describes are written together.
+//!
+//! With `--strokes` the writer's pen captures also build (or, when appending, extend) its
+//! dynamic template ([`autograph_shared::online::DynamicTemplate`]) in the same update; kiosk
+//! recordings given without images are rendered into the reference images as the kiosk does.
 
 use std::path::PathBuf;
 
 use autograph_shared::adaptive::{AdaptiveConfig, Cohort};
 use autograph_shared::gallery::{EnrollOutcome, GalleryError, KioskGallery, Template, validate_id};
+use autograph_shared::online::verifier::MIN_REFERENCES;
+use autograph_shared::online::{DynamicSettings, DynamicTemplate, Trajectory};
 use serde::Serialize;
 
 use super::{BundleArgs, CommandError, Exit, GalleryArgs, ModelUsed, RejectedImage, Report, RuntimeArgs, now_unix};
@@ -28,9 +34,15 @@ pub struct EnrollArgs {
     /// Writer id (1-64 bytes, no control characters).
     #[arg(long)]
     pub user: String,
-    /// Reference signature images (PNG, JPEG, TIFF, BMP), 1 to 8 per writer in all.
-    #[arg(required = true, value_name = "IMG")]
+    /// Reference signature images (PNG, JPEG, TIFF, BMP), 1 to 8 per writer in all. Optional
+    /// when every `--strokes` file is a kiosk recording: those are rendered as the kiosk does.
+    #[arg(value_name = "IMG", required_unless_present = "strokes")]
     pub images: Vec<PathBuf>,
+    /// The references' pen captures (kiosk recordings .json, SVC2004 Task 2 .TXT, MCYT .fpg),
+    /// for verification from a pen: they build the writer's dynamic template (at least 2 for a
+    /// new one; with `--replace` or appending, as for images).
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub strokes: Vec<PathBuf>,
     /// Replace the writer's references instead of adding to them.
     #[arg(long)]
     pub replace: bool,
@@ -58,6 +70,11 @@ pub struct EnrollJson {
     /// Writers in the gallery without a writer model (decided by the nearest rule; `autograph
     /// gallery refit` fits them when the bundle has a cohort).
     pub writers_without_model: usize,
+    /// Pen captures added to the writer's dynamic template by this enrolment.
+    pub pen_captures_added: usize,
+    /// References of the writer's dynamic template afterwards (0: none; pen captures cannot
+    /// then be fused for this writer).
+    pub dynamic_references: usize,
     pub gallery: PathBuf,
     #[serde(flatten)]
     pub model: ModelUsed,
@@ -65,28 +82,41 @@ pub struct EnrollJson {
 
 pub fn run(args: &EnrollArgs) -> Result<Report, CommandError> {
     validate_id(&args.user).map_err(|e| CommandError::Usage(e.to_string()))?;
-    if args.images.len() > KioskGallery::TEMPLATE_CAPACITY {
-        return Err(CommandError::Usage(format!(
-            "{} images given; a writer has at most {} references",
-            args.images.len(),
-            KioskGallery::TEMPLATE_CAPACITY
-        )));
+    for (what, n) in [("images", args.images.len()), ("pen captures", args.strokes.len())] {
+        if n > KioskGallery::TEMPLATE_CAPACITY {
+            return Err(CommandError::Usage(format!(
+                "{n} {what} given; a writer has at most {} references",
+                KioskGallery::TEMPLATE_CAPACITY
+            )));
+        }
     }
+    let pens = args.strokes.iter().map(|p| super::read_pen_capture(p)).collect::<Result<Vec<_>, _>>()?;
     let bundle = args.bundle.open()?;
     let identity = bundle.model_identity();
     let (cohort, config) = (bundle.cohort_arc(), bundle.adaptive_config());
     let mut engine = Engine::open(bundle, args.runtime.options())?;
-    let templates = embed_references(&mut engine, &args.images)?;
+    let (templates, sources) = if args.images.is_empty() {
+        let templates = embed_recordings(&mut engine, &pens)?;
+        (templates, args.strokes.clone())
+    } else {
+        (embed_references(&mut engine, &args.images)?, args.images.clone())
+    };
+    let trajectories: Vec<Trajectory> = pens.into_iter().map(|p| p.trajectory).collect();
 
     let now = now_unix();
-    let (enrolled, templates_total, writers, writers_without_model) =
-        store::update(&args.gallery.gallery, &identity, |g| {
+    let (enrolled, templates_total, writers, writers_without_model, dynamic_references) =
+        store::update(&args.gallery.file()?, &identity, |g| {
             if !args.replace {
-                reject_enrolled_copies(g, &args.user, &templates, &args.images)?;
+                reject_enrolled_copies(g, &args.user, &templates, &sources)?;
             }
             let enrolled = enroll_fitted(g, &args.user, &templates, now, args.replace, cohort.as_deref(), &config)?;
-            let total = g.get(&args.user).map_or(0, |w| w.templates().len());
-            Ok::<_, CommandError>((enrolled, total, g.len(), g.writers_without_model()))
+            if !trajectories.is_empty() {
+                enroll_dynamic(g, &args.user, &trajectories)?;
+            }
+            let writer = g.get(&args.user);
+            let total = writer.map_or(0, |w| w.templates().len());
+            let dynamic = writer.and_then(|w| w.dynamic()).map_or(0, DynamicTemplate::reference_count);
+            Ok::<_, CommandError>((enrolled, total, g.len(), g.writers_without_model(), dynamic))
         })?;
     let Enrolled { outcome, writer_model, problem } = enrolled;
 
@@ -105,6 +135,8 @@ pub fn run(args: &EnrollArgs) -> Result<Report, CommandError> {
         writer_model,
         writer_model_problem: problem.clone(),
         writers_without_model,
+        pen_captures_added: trajectories.len(),
+        dynamic_references,
         gallery: args.gallery.gallery.clone(),
         model: ModelUsed::of(&engine),
     };
@@ -115,6 +147,9 @@ pub fn run(args: &EnrollArgs) -> Result<Report, CommandError> {
     );
     if writer_model {
         text.push_str("; writer model fitted");
+    }
+    if !trajectories.is_empty() {
+        text.push_str(&format!("; dynamic template of {dynamic_references} pen capture(s)"));
     }
     if let Some(problem) = problem {
         text.push_str(&format!("\nwarning: no writer model was fitted ({problem}); the nearest rule decides"));
@@ -159,6 +194,54 @@ pub fn enroll_fitted(
     };
     let writer_model = gallery.get(user).is_some_and(|w| w.model().is_some());
     Ok(Enrolled { outcome, writer_model, problem })
+}
+
+/// Builds the writer's dynamic template from `trajectories` (the writer is enrolled: this runs
+/// after its images in the same update). A replacing enrolment has dropped the old template, so
+/// the writer gets a new one; an appending enrolment extends the one it has.
+pub fn enroll_dynamic(gallery: &mut KioskGallery, user: &str, trajectories: &[Trajectory]) -> Result<(), CommandError> {
+    let existing = gallery.get(user).and_then(|w| w.dynamic());
+    let template = match existing {
+        Some(t) => t.extended(trajectories),
+        None if trajectories.len() < MIN_REFERENCES => {
+            return Err(CommandError::Usage(format!(
+                "{} pen capture(s) given; a writer's dynamic template needs at least {MIN_REFERENCES}",
+                trajectories.len()
+            )));
+        }
+        None => DynamicTemplate::enrol(trajectories, &DynamicSettings::default()),
+    }
+    .map_err(|e| CommandError::Usage(format!("the pen captures cannot be enrolled: {e}")))?;
+    gallery.set_dynamic(user, Some(template))?;
+    Ok(())
+}
+
+/// Renders and embeds kiosk recordings; every pen capture must be one (other formats carry no
+/// image the kiosk would draw). Collects every unusable one before failing.
+fn embed_recordings(engine: &mut Engine, pens: &[super::PenCapture]) -> Result<Vec<Template>, CommandError> {
+    let mut templates: Vec<Template> = Vec::with_capacity(pens.len());
+    let mut rejected = Vec::new();
+    for pen in pens {
+        let Some(recording) = &pen.recording else {
+            return Err(CommandError::Usage(format!(
+                "{}: not a kiosk recording, so there is no image to render; give the reference images too",
+                pen.path.display()
+            )));
+        };
+        match super::template_of_recording(engine, &pen.path, recording) {
+            Ok(t) if templates.contains(&t) => rejected.push(RejectedImage {
+                file: pen.path.clone(),
+                reason: "a copy of another reference (identical template)".into(),
+            }),
+            Ok(t) => templates.push(t),
+            Err(CommandError::Image(r)) => rejected.push(r),
+            Err(other) => return Err(other),
+        }
+    }
+    if !rejected.is_empty() {
+        return Err(CommandError::References { rejected, total: pens.len() });
+    }
+    Ok(templates)
 }
 
 /// Embeds every reference; collects every unusable image (blank, unreadable, or a copy of

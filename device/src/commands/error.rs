@@ -50,6 +50,9 @@ pub enum CommandError {
     Usage(String),
     #[error("cannot {action} {}: {source}", path.display())]
     Io { path: PathBuf, action: &'static str, source: std::io::Error },
+    /// A pen capture (`--strokes`) is unreadable or unusable.
+    #[error("{}: {reason}", path.display())]
+    PenCapture { path: PathBuf, reason: String },
 }
 
 fn list(rejected: &[RejectedImage]) -> String {

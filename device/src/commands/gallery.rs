@@ -1,9 +1,15 @@
-//! `autograph gallery list|remove|export|import|check|refit`: look after the gallery file.
+//! `autograph gallery list|remove|export|import|check|refit|encrypt|rekey`: look after the
+//! gallery file.
 //!
-//! Every subcommand is tied to the bundle: a gallery made with another model or another
-//! preprocessing is refused (`check` reports it instead). `list` and `check` show the writers
-//! without a writer model (enrolled before the bundle had a cohort: the nearest rule decides
-//! for them); `refit` fits their models from their stored references.
+//! Every subcommand but `encrypt` and `rekey` is tied to the bundle: a gallery made with another
+//! model or another preprocessing is refused (`check` reports it instead). `list` and `check`
+//! show the writers without a writer model (enrolled before the bundle had a cohort: the nearest
+//! rule decides for them); `refit` fits their models from their stored references.
+//!
+//! The file is encrypted under the device key ([`crate::crypt`]); `export` writes a copy
+//! encrypted under the same key. `encrypt` migrates a gallery written before encryption at
+//! rest, `rekey` moves the gallery to another key; both work on the bytes (no bundle needed),
+//! check the gallery whole first, and replace the file atomically under its lock.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +17,8 @@ use autograph_shared::gallery::{KioskGallery, similarity, validate_id};
 use serde::Serialize;
 
 use super::{BundleArgs, CommandError, Exit, GalleryArgs, Report};
-use crate::store::{self, StoreError};
+use crate::crypt::KeyFile;
+use crate::store::{self, GalleryFile, StoreError};
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum GalleryCommand {
@@ -63,6 +70,31 @@ pub enum GalleryCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Encrypt a gallery written before encryption at rest, in place, under the key file
+    /// (created if missing: back it up).
+    ///
+    /// The gallery's checksum is verified first; its writers and format are kept exactly. One
+    /// atomic replacement under the gallery's lock; a gallery that is encrypted already is only
+    /// checked. Other commands refuse a plain gallery until this has run. The plaintext may
+    /// survive in the storage's free blocks and in old back-ups.
+    Encrypt {
+        #[command(flatten)]
+        gallery: GalleryArgs,
+    },
+    /// Re-encrypt the gallery under another key file (created if missing), e.g. to rotate the
+    /// key or after it may have leaked.
+    ///
+    /// The gallery must open with its current key (--gallery-key) and be whole. One atomic
+    /// replacement under the gallery's lock; afterwards only the new key opens it, so point
+    /// --gallery-key (or AUTOGRAPH_GALLERY_KEY, or the default key file) at the new key.
+    /// Back-ups made before still need the old key.
+    Rekey {
+        #[command(flatten)]
+        gallery: GalleryArgs,
+        /// The key file to encrypt the gallery under from now on.
+        #[arg(long, value_name = "FILE")]
+        new_key: PathBuf,
+    },
 }
 
 /// `--bundle` and `--gallery`.
@@ -78,6 +110,10 @@ impl Common {
     fn path(&self) -> &Path {
         &self.gallery.gallery
     }
+
+    fn file(&self) -> Result<GalleryFile, CommandError> {
+        self.gallery.file()
+    }
 }
 
 pub fn run(command: &GalleryCommand) -> Result<Report, CommandError> {
@@ -88,6 +124,8 @@ pub fn run(command: &GalleryCommand) -> Result<Report, CommandError> {
         GalleryCommand::Import { common, from, replace } => import(common, from, *replace),
         GalleryCommand::Check(common) => check(common),
         GalleryCommand::Refit { common, all } => refit(common, *all),
+        GalleryCommand::Encrypt { gallery } => encrypt(gallery),
+        GalleryCommand::Rekey { gallery, new_key } => rekey(gallery, new_key),
     }
 }
 
@@ -103,6 +141,9 @@ pub struct WriterJson {
     pub self_similarity: Option<SelfSimilarity>,
     /// Whether the writer has a writer model (without one the nearest rule decides).
     pub writer_model: bool,
+    /// References of the writer's dynamic template (0: enrolled without pen captures, so pen
+    /// captures are decided on the image alone).
+    pub dynamic_references: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -126,7 +167,7 @@ pub struct ListJson {
 
 fn list(common: &Common) -> Result<Report, CommandError> {
     let bundle = common.bundle.open()?;
-    let g = store::load(common.path(), Some(&bundle.model_identity()))?;
+    let g = store::load(&common.file()?, Some(&bundle.model_identity()))?;
     let writers: Vec<WriterJson> = g
         .writers()
         .map(|w| WriterJson {
@@ -136,6 +177,7 @@ fn list(common: &Common) -> Result<Report, CommandError> {
             updated_at: w.updated_at(),
             self_similarity: w.stats().map(|s| SelfSimilarity { mean: s.mean, std: s.std, pairs: s.pairs }),
             writer_model: w.model().is_some(),
+            dynamic_references: w.dynamic().map_or(0, |d| d.reference_count()),
         })
         .collect();
     let mut text = format!(
@@ -151,7 +193,11 @@ fn list(common: &Common) -> Result<Report, CommandError> {
             .as_ref()
             .map_or_else(String::new, |s| format!("  self-similarity {:.3}±{:.3}", s.mean, s.std));
         let model = if w.writer_model { "" } else { "  (no writer model)" };
-        text.push_str(&format!("  {:<32} {} template(s){sim}{model}\n", w.user, w.templates));
+        let pen = match w.dynamic_references {
+            0 => String::new(),
+            n => format!(", {n} pen capture(s)"),
+        };
+        text.push_str(&format!("  {:<32} {} template(s){pen}{sim}{model}\n", w.user, w.templates));
     }
     text.push_str(&without_model_note(g.writers_without_model(), bundle.cohort().is_some()));
     let json = ListJson {
@@ -184,7 +230,7 @@ fn remove(common: &Common, user: &str) -> Result<Report, CommandError> {
         return Err(StoreError::NotFound { path: path.to_path_buf() }.into());
     }
     let (removed, writers) =
-        store::update(path, &bundle.model_identity(), |g| Ok::<_, CommandError>((g.remove(user), g.len())))?;
+        store::update(&common.file()?, &bundle.model_identity(), |g| Ok::<_, CommandError>((g.remove(user), g.len())))?;
     let text = if removed {
         format!("removed {user:?}; {writers} writer(s) left")
     } else {
@@ -207,11 +253,13 @@ pub struct CopyJson {
 fn export(common: &Common, to: &Path, force: bool) -> Result<Report, CommandError> {
     let bundle = common.bundle.open()?;
     let identity = bundle.model_identity();
-    let g = store::load(common.path(), Some(&identity))?;
+    let file = common.file()?;
+    let g = store::load(&file, Some(&identity))?;
     if to.exists() && !force {
         return Err(CommandError::Usage(format!("{} exists; pass --force to overwrite it", to.display())));
     }
-    store::save(to, &g, &identity)?;
+    // The copy is encrypted under the same key: restoring it needs the key's back-up too.
+    store::save(&GalleryFile::new(to, file.key_file().clone()), &g, &identity)?;
     let json = CopyJson {
         command: "gallery export",
         from: common.path().to_path_buf(),
@@ -226,10 +274,11 @@ fn export(common: &Common, to: &Path, force: bool) -> Result<Report, CommandErro
 fn import(common: &Common, from: &Path, replace: bool) -> Result<Report, CommandError> {
     let bundle = common.bundle.open()?;
     let identity = bundle.model_identity();
-    let g = store::load(from, Some(&identity))?;
+    let file = common.file()?;
+    let g = store::load(&GalleryFile::new(from, file.key_file().clone()), Some(&identity))?;
     let path = common.path();
     if !replace {
-        match store::load(path, Some(&identity)) {
+        match store::load(&file, Some(&identity)) {
             Err(StoreError::NotFound { .. }) => {}
             Ok(existing) if existing.is_empty() => {}
             Ok(existing) => {
@@ -244,7 +293,7 @@ fn import(common: &Common, from: &Path, replace: bool) -> Result<Report, Command
             }
         }
     }
-    store::save(path, &g, &identity)?;
+    store::save(&file, &g, &identity)?;
     let json = CopyJson {
         command: "gallery import",
         from: from.to_path_buf(),
@@ -280,6 +329,9 @@ pub struct CheckJson {
     pub writers_without_model: Option<usize>,
     /// The bundle has a cohort and some writers have no writer model: `gallery refit` fits them.
     pub refit_advised: bool,
+    /// Id of the key the gallery opened with (hex; see `autograph gallery encrypt --help`),
+    /// when it did.
+    pub key_id: Option<String>,
 }
 
 fn check(common: &Common) -> Result<Report, CommandError> {
@@ -299,8 +351,10 @@ fn check(common: &Common) -> Result<Report, CommandError> {
         abnormal_templates: None,
         writers_without_model: None,
         refit_advised: false,
+        key_id: None,
     };
-    match store::load_with_header(path, None) {
+    let file = common.file()?;
+    match store::load_with_header(&file, None) {
         Ok((g, header)) => {
             json.version = Some(header.version);
             json.writers = Some(g.len());
@@ -311,6 +365,7 @@ fn check(common: &Common) -> Result<Report, CommandError> {
             json.abnormal_templates = Some(abnormal);
             json.writers_without_model = Some(g.writers_without_model());
             json.refit_advised = bundle.cohort().is_some() && g.writers_without_model() > 0;
+            json.key_id = file.key_file().read().ok().map(|key| key.id().to_string());
             if header.model_sha256 != identity {
                 json.problem = Some(format!(
                     "the gallery was made with model {}, this bundle is {}; its writers must be enrolled again",
@@ -321,9 +376,9 @@ fn check(common: &Common) -> Result<Report, CommandError> {
                 json.problem = Some(format!("{abnormal} template(s) are not unit vectors"));
             }
         }
-        Err(e @ StoreError::Invalid { .. }) | Err(e @ StoreError::TooLarge { .. }) => {
-            json.problem = Some(e.to_string())
-        }
+        // The file's own bytes are damaged: that is what `check` reports (exit 1). A wrong or
+        // missing key, a plain gallery or an unreadable file is an error (exit 2).
+        Err(e) if e.is_damage() => json.problem = Some(e.to_string()),
         Err(e) => return Err(e.into()),
     }
     json.ok = json.problem.is_none();
@@ -383,7 +438,7 @@ fn refit(common: &Common, all: bool) -> Result<Report, CommandError> {
     if !path.exists() {
         return Err(StoreError::NotFound { path: path.to_path_buf() }.into());
     }
-    let (fitted, writers, without) = store::update(path, &bundle.model_identity(), |g| {
+    let (fitted, writers, without) = store::update(&common.file()?, &bundle.model_identity(), |g| {
         let fitted = g.fit_models(cohort, &config, all).map_err(StoreError::from)?;
         Ok::<_, CommandError>((fitted, g.len(), g.writers_without_model()))
     })?;
@@ -400,5 +455,105 @@ fn refit(common: &Common, all: bool) -> Result<Report, CommandError> {
          {without} without a model",
         cohort.len()
     );
+    Ok(Report::new(Exit::Ok, &json, text))
+}
+
+/// `--json` output of `gallery encrypt`.
+#[derive(Debug, Serialize)]
+pub struct EncryptJson {
+    pub command: &'static str,
+    pub gallery: PathBuf,
+    pub key_file: PathBuf,
+    /// Id of the key the gallery is encrypted under (hex).
+    pub key_id: String,
+    /// The key file did not exist and was created (back it up).
+    pub created_key: bool,
+    /// The gallery was encrypted already; nothing was written.
+    pub already_encrypted: bool,
+    /// The gallery's (plaintext) format version, kept as it was.
+    pub version: u32,
+    pub writers: u32,
+}
+
+fn encrypt(args: &GalleryArgs) -> Result<Report, CommandError> {
+    let file = args.file()?;
+    let done = store::encrypt(&file)?;
+    let key_file = file.key_file().path();
+    let mut text = if done.already {
+        format!(
+            "{} is encrypted already, under key {} ({}); nothing was written",
+            file.path().display(),
+            done.key_id,
+            key_file.display()
+        )
+    } else {
+        format!(
+            "encrypted {} ({} writer(s)) under key {} ({})",
+            file.path().display(),
+            done.header.writer_count,
+            done.key_id,
+            key_file.display()
+        )
+    };
+    if done.created_key {
+        text.push_str(&format!(
+            "\ncreated the key file {}: back it up apart from the gallery; without it the gallery cannot be read",
+            key_file.display()
+        ));
+    }
+    let json = EncryptJson {
+        command: "gallery encrypt",
+        gallery: file.path().to_path_buf(),
+        key_file: key_file.to_path_buf(),
+        key_id: done.key_id.to_string(),
+        created_key: done.created_key,
+        already_encrypted: done.already,
+        version: done.header.version,
+        writers: done.header.writer_count,
+    };
+    Ok(Report::new(Exit::Ok, &json, text))
+}
+
+/// `--json` output of `gallery rekey`.
+#[derive(Debug, Serialize)]
+pub struct RekeyJson {
+    pub command: &'static str,
+    pub gallery: PathBuf,
+    pub old_key_file: PathBuf,
+    pub old_key_id: String,
+    pub new_key_file: PathBuf,
+    pub new_key_id: String,
+    /// The new key file did not exist and was created (back it up).
+    pub created_key: bool,
+    pub writers: u32,
+}
+
+fn rekey(args: &GalleryArgs, new_key: &Path) -> Result<Report, CommandError> {
+    let file = args.file()?;
+    let new_key = KeyFile::new(new_key);
+    let done = store::rekey(&file, &new_key)?;
+    let text = format!(
+        "re-encrypted {} ({} writer(s)) from key {} ({}) to key {} ({}{})\n\
+         from now on give --gallery-key {} (or AUTOGRAPH_GALLERY_KEY, or put it at the default key location); \
+         keep the old key as long as back-ups made with it are kept",
+        file.path().display(),
+        done.header.writer_count,
+        done.old_key_id,
+        file.key_file().path().display(),
+        done.new_key_id,
+        new_key.path().display(),
+        if done.created_key { ", created: back it up" } else { "" },
+        new_key.path().display()
+    );
+    let json = RekeyJson {
+        command: "gallery rekey",
+        gallery: file.path().to_path_buf(),
+        old_key_file: file.key_file().path().to_path_buf(),
+        old_key_id: done.old_key_id.to_string(),
+        new_key_file: new_key.path().to_path_buf(),
+        new_key_id: done.new_key_id.to_string(),
+        created_key: done.created_key,
+        writers: done.header.writer_count,
+    };
     Ok(Report::new(Exit::Ok, &json, text))
 }

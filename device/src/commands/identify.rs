@@ -69,7 +69,7 @@ pub fn run(args: &IdentifyArgs) -> Result<Report, CommandError> {
     let options = args.runtime.options();
     let calibration = *bundle.calibration(bundle.precision_or_default(options.precision))?;
     let point = args.point.resolve(&calibration.thresholds, Against::Random)?;
-    let gallery = store::load(&args.gallery.gallery, Some(&bundle.model_identity()))?;
+    let gallery = store::load(&args.gallery.file()?, Some(&bundle.model_identity()))?;
     let mut engine = Engine::open(bundle, options)?;
     let probe = super::template_of(&mut engine, &args.image)?;
 

@@ -16,10 +16,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use autograph_shared::gallery::Template;
 use autograph_shared::manifest::Precision;
-use autograph_shared::preprocess::Preprocessed;
+use autograph_shared::online::formats::MAX_FILE_BYTES;
+use autograph_shared::online::{ReadError, Trajectory, read_trajectory};
+use autograph_shared::preprocess::{Preprocessed, preprocess_gray};
+use autograph_shared::strokes::Recording;
+use autograph_shared::strokes::raster::{RasterConfig, rasterise};
 use serde::Serialize;
 
+use crate::crypt::KeyFile;
 use crate::engine::{Bundle, Engine, EngineOptions, Runtime};
+use crate::store::{self, GalleryFile};
 
 pub use error::{CommandError, RejectedImage};
 pub use operating_point::{Against, OperatingPoint, OperatingPointArgs, Point};
@@ -69,12 +75,27 @@ impl BundleArgs {
     }
 }
 
-/// `--gallery`: the gallery file.
+/// `--gallery` and `--gallery-key`: the gallery file and the key it is encrypted with.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GalleryArgs {
-    /// Gallery file of enrolled writers (created by the first `enroll`).
+    /// Gallery file of enrolled writers (created by the first `enroll`), encrypted at rest.
     #[arg(long, env = "AUTOGRAPH_GALLERY", value_name = "FILE")]
     pub gallery: PathBuf,
+    /// Key file the gallery is encrypted with: 32 random bytes, mode 0600, created when the
+    /// first gallery is written. Back it up apart from the gallery: without it the gallery
+    /// cannot be read [default: $XDG_CONFIG_HOME/autograph/gallery.key, else
+    /// ~/.config/autograph/gallery.key].
+    #[arg(long, env = "AUTOGRAPH_GALLERY_KEY", value_name = "FILE")]
+    pub gallery_key: Option<PathBuf>,
+}
+
+impl GalleryArgs {
+    /// The gallery file with its key file (`--gallery-key`, or the default location).
+    pub fn file(&self) -> Result<GalleryFile, CommandError> {
+        let key =
+            KeyFile::resolve(self.gallery_key.as_deref(), &self.gallery).map_err(store::key_err(&self.gallery))?;
+        Ok(GalleryFile::new(&self.gallery, key))
+    }
 }
 
 /// Numeric precision on the command line.
@@ -132,6 +153,53 @@ pub(crate) fn embedding_of(engine: &mut Engine, path: &Path) -> Result<Vec<f32>,
 pub(crate) fn template_of(engine: &mut Engine, path: &Path) -> Result<Template, CommandError> {
     let image = preprocess_file(engine, path)?;
     Ok(engine.template(&image)?)
+}
+
+/// A pen capture given with `--strokes`: its trajectory, and the kiosk recording it came from
+/// when it is one (a recording can also be rendered into the signature's image).
+#[derive(Debug, Clone)]
+pub(crate) struct PenCapture {
+    pub path: PathBuf,
+    pub trajectory: Trajectory,
+    pub recording: Option<Recording>,
+}
+
+/// Reads a pen capture: a kiosk recording (`.json`, the format `autograph kiosk --record`
+/// writes), an SVC2004 Task 2 file (`.TXT`) or an MCYT file (`.fpg`). Errors name the file.
+pub(crate) fn read_pen_capture(path: &Path) -> Result<PenCapture, CommandError> {
+    let bad = |reason: String| CommandError::PenCapture { path: path.to_path_buf(), reason };
+    if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+        let trajectory = read_trajectory(path).map_err(|e| match e {
+            ReadError::Io { source, .. } => bad(format!("cannot read the file: {source}")),
+            ReadError::Parse { source, .. } => bad(source.to_string()),
+            ReadError::UnknownKind { .. } => {
+                bad("not a pen capture: expected a kiosk recording (.json), SVC2004 Task 2 (.TXT) or MCYT (.fpg)"
+                    .into())
+            }
+        })?;
+        return Ok(PenCapture { path: path.to_path_buf(), trajectory, recording: None });
+    }
+    let len = std::fs::metadata(path).map_err(|e| bad(format!("cannot read the file: {e}")))?.len();
+    if len > MAX_FILE_BYTES {
+        return Err(bad(format!("{len} bytes, more than the limit of {MAX_FILE_BYTES} for a recording")));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read the file: {e}")))?;
+    let recording = Recording::from_json(&text).map_err(|e| bad(e.to_string()))?;
+    let trajectory = Trajectory::try_from(&recording).map_err(|e| bad(e.to_string()))?;
+    Ok(PenCapture { path: path.to_path_buf(), trajectory, recording: Some(recording) })
+}
+
+/// Renders a kiosk recording as the kiosk does, preprocesses it like a scan and embeds it.
+pub(crate) fn template_of_recording(
+    engine: &mut Engine,
+    path: &Path,
+    recording: &Recording,
+) -> Result<Template, CommandError> {
+    let reject = |reason: String| CommandError::Image(RejectedImage { file: path.to_path_buf(), reason });
+    let image = rasterise(recording, &RasterConfig::default()).map_err(|e| reject(e.to_string()))?;
+    let pre = preprocess_gray(&image, &engine.manifest().preprocess)
+        .map_err(|e| reject(format!("the rendered signature: {}", e.kind())))?;
+    Ok(engine.template(&pre)?)
 }
 
 /// Unix seconds now (0 if the clock is before 1970).

@@ -458,6 +458,7 @@ pub fn write_bundle_files(
         },
         test_metrics: serde_json::Value::Null,
         adaptive: None,
+        fusion: None,
     };
     edit(&mut manifest);
     manifest.save(dir).expect("save manifest");
@@ -609,18 +610,63 @@ pub fn command_under(runner_var: &str, program: impl AsRef<std::ffi::OsStr>) -> 
     }
 }
 
-/// Runs `autograph` with `args` (strings or paths).
+/// The device key the tests' galleries are encrypted under: one key file in Cargo's scratch
+/// directory for integration tests (`target/tmp`), created (mode 0600) by the first test that
+/// needs it. [`autograph`] passes it as `AUTOGRAPH_GALLERY_KEY`, so no test reads or writes a
+/// key under `$HOME`.
+pub fn test_key() -> PathBuf {
+    static KEY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("autograph-test-gallery.key");
+        autograph_device::crypt::KeyFile::new(&path).read_or_create().expect("the tests' gallery key");
+        path
+    })
+    .clone()
+}
+
+/// `path` as a gallery encrypted under [`test_key`], for tests that use the store directly.
+pub fn gallery_file(path: &Path) -> autograph_device::store::GalleryFile {
+    autograph_device::store::GalleryFile::new(path, autograph_device::crypt::KeyFile::new(test_key()))
+}
+
+/// Runs `autograph` with `args` (strings or paths), galleries under [`test_key`].
 pub fn autograph<I, S>(args: I) -> Run
 where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let Output { status, stdout, stderr } = command(env!("CARGO_BIN_EXE_autograph"))
-        .args(args)
+    autograph_with(args, |_| {})
+}
+
+/// [`autograph`], letting the caller adjust the command (environment, ...) before it runs.
+pub fn autograph_with<I, S>(args: I, adjust: impl FnOnce(&mut Command)) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut cmd = autograph_command(args);
+    adjust(&mut cmd);
+    run_output(cmd.output().expect("run autograph"))
+}
+
+/// The `autograph` command [`autograph`] runs: bundle and gallery only from the arguments, the
+/// gallery key [`test_key`], and no configuration directory of the user's.
+pub fn autograph_command<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut cmd = command(env!("CARGO_BIN_EXE_autograph"));
+    cmd.args(args)
         .env_remove("AUTOGRAPH_BUNDLE")
         .env_remove("AUTOGRAPH_GALLERY")
-        .output()
-        .expect("run autograph");
+        .env("AUTOGRAPH_GALLERY_KEY", test_key())
+        .env("XDG_CONFIG_HOME", Path::new(env!("CARGO_TARGET_TMPDIR")).join("autograph-test-config"));
+    cmd
+}
+
+/// A finished process as a [`Run`].
+pub fn run_output(Output { status, stdout, stderr }: Output) -> Run {
     Run {
         code: status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -640,10 +686,14 @@ pub fn assert_keys(value: &serde_json::Value, keys: &[&str]) {
 
 /// Keys of `autograph verify --json` (the runtime's `runtime` and `precision` included).
 #[allow(dead_code)]
-pub const VERIFY_KEYS: [&str; 16] = [
+pub const VERIFY_KEYS: [&str; 20] = [
     "command",
     "user",
     "image",
+    "strokes",
+    "modality",
+    "dynamic_score",
+    "fused_score",
     "decision",
     "accepted",
     "similarity",

@@ -205,6 +205,27 @@ impl DynamicTemplate {
         self.references.len()
     }
 
+    /// The stored (quantised) reference feature sequences.
+    pub fn references(&self) -> &[FeatureSequence] {
+        &self.references
+    }
+
+    /// Length of [`Self::to_bytes`], without building it.
+    pub fn byte_len(&self) -> usize {
+        HEADER_BYTES + self.references.iter().map(|r| 2 + r.len() * r.dim()).sum::<usize>()
+    }
+
+    /// This template with more genuine references added (an appending enrolment). They are
+    /// featurised with this template's settings, so a template without pressure features stays
+    /// without; a probe set that lacks what the template uses is an error.
+    pub fn extended(&self, more: &[Trajectory]) -> Result<Self, TemplateError> {
+        let mut references = self.references.clone();
+        for t in more {
+            references.push(self.settings.features_of(t)?);
+        }
+        Self::from_features(references, &self.settings)
+    }
+
     /// The references' average pairwise DTW distance.
     pub fn mean_pairwise(&self) -> f32 {
         self.mean_pairwise
@@ -427,6 +448,21 @@ mod tests {
     fn template(pressure: bool) -> DynamicTemplate {
         let refs: Vec<Trajectory> = (0..5).map(|k| signature(0.0, k as f32 * 0.6, pressure)).collect();
         DynamicTemplate::enrol(&refs, &DynamicSettings::default()).expect("enrol")
+    }
+
+    #[test]
+    fn extended_templates_and_byte_len() {
+        let refs: Vec<Trajectory> = (0..2).map(|k| signature(0.0, 1.0 + k as f32, true)).collect();
+        let t = DynamicTemplate::enrol(&refs, &DynamicSettings::default()).expect("enrol");
+        assert_eq!(t.byte_len(), t.to_bytes().len());
+        let more = t.extended(&[signature(0.0, 3.0, true)]).expect("extend");
+        assert_eq!(more.reference_count(), 3);
+        assert_eq!(&more.references()[..2], t.references());
+        assert_eq!(more.byte_len(), more.to_bytes().len());
+        let all: Vec<Trajectory> = (0..3).map(|k| signature(0.0, 1.0 + k as f32, true)).collect();
+        assert_eq!(more, DynamicTemplate::enrol(&all, &DynamicSettings::default()).expect("enrol"));
+        // A template with pressure features cannot take a probe set without pressure.
+        assert!(t.extended(&[signature(0.0, 3.0, false)]).is_err());
     }
 
     #[test]
