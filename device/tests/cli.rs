@@ -679,9 +679,15 @@ fn bench_reports_every_figure() {
             "unavailable",
             "adaptive",
             "gallery_file",
+            "pen",
         ],
     );
     assert_eq!(j["threads"], 1);
+    assert_keys(
+        &j["pen"],
+        &["references", "samples_per_signature", "enroll_dynamic_ms", "decide_ms", "ratio_fused_vs_image"],
+    );
+    assert!(j["pen"]["decide_ms"]["fused"]["median"].as_f64().is_some_and(|v| v > 0.0), "{j}");
     for map in ["embed_ms", "verify_ms"] {
         for key in ["tract_f32", "tract_int8"] {
             assert_keys(&j[map][key], &["median", "p95"]);
@@ -700,7 +706,8 @@ fn bench_reports_every_figure() {
     assert!(
         run.stdout.contains("embed tract_f32")
             && run.stdout.contains("knn top-5, 10000 templates")
-            && run.stdout.contains("decide, classifier rule"),
+            && run.stdout.contains("decide, classifier rule")
+            && run.stdout.contains("decide, fused with the pen"),
         "{}",
         run.stdout
     );

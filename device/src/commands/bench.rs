@@ -26,6 +26,8 @@ use std::sync::Arc;
 use autograph_shared::adaptive::{Cohort, DecisionRule};
 use autograph_shared::gallery::{EMBEDDING_DIM, Gallery, KioskGallery, Template};
 use autograph_shared::manifest::Precision;
+use autograph_shared::online::{DynamicSettings, DynamicTemplate, Fusion, ScoreStats, Trajectory};
+use autograph_shared::strokes::synth;
 use image::{GrayImage, ImageFormat, Luma};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -33,7 +35,7 @@ use serde::Serialize;
 
 use super::{BundleArgs, CommandError, Exit, OperatingPoint, Point, Report};
 use crate::crypt::KeyFile;
-use crate::decision::{self, Policy};
+use crate::decision::{self, FusionPolicy, Modality, Policy};
 use crate::engine::{Bundle, Engine, EngineOptions, Runtime, precision_name, rule_name};
 use crate::replay;
 use crate::store::{self, GalleryFile};
@@ -93,6 +95,24 @@ pub struct BenchJson {
     pub adaptive: AdaptiveBench,
     /// The gallery file's encryption at rest.
     pub gallery_file: GalleryFileBench,
+    /// Pen captures: the dynamic template and the fused decision.
+    pub pen: PenBench,
+}
+
+/// Costs of pen captures (issue #17), on synthetic signatures of the kiosk's signer, measured
+/// in the same run as the image-only decision.
+#[derive(Debug, Serialize)]
+pub struct PenBench {
+    /// References enrolled, and the mean length of their trajectories (100 Hz samples).
+    pub references: usize,
+    pub samples_per_signature: usize,
+    /// Building the writer's dynamic template from its references' trajectories.
+    pub enroll_dynamic_ms: Stats,
+    /// The decision for one probe: `image` (the probe's template alone) and `fused` (plus its
+    /// trajectory: features, DTW to every reference, fusion).
+    pub decide_ms: BTreeMap<String, Stats>,
+    /// Median fused decision against the image-only one.
+    pub ratio_fused_vs_image: f64,
 }
 
 /// Costs of the gallery file's encryption at rest, measured in the same run as the plain path,
@@ -184,6 +204,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, CommandError> {
 
     let adaptive = measure_adaptive(&bundle, runs)?;
     let gallery_file = measure_gallery_file(runs)?;
+    let pen = measure_pen(runs)?;
 
     let json = BenchJson {
         command: "bench",
@@ -198,6 +219,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, CommandError> {
         unavailable,
         adaptive,
         gallery_file,
+        pen,
     };
     let text = table(&json);
     Ok(Report::new(Exit::Ok, &json, text))
@@ -282,6 +304,60 @@ fn measure_adaptive(bundle: &Bundle, runs: usize) -> Result<AdaptiveBench, Comma
         enroll_ms,
         decide_ms,
         ratio_vs_nearest,
+    })
+}
+
+/// Enrolment of a dynamic template and a fused decision against an image-only one, on the
+/// synthetic signer's recordings (writer 7: references 0..5, probes 10..26).
+fn measure_pen(runs: usize) -> Result<PenBench, CommandError> {
+    let trajectory = |sample: u64| -> Result<Trajectory, CommandError> {
+        let recording = synth::signature(7, sample, 600, 200).map_err(|e| CommandError::Usage(e.to_string()))?;
+        Trajectory::try_from(&recording).map_err(|e| CommandError::Usage(format!("bench: {e}")))
+    };
+    let references = (0..VERIFY_REFERENCES as u64).map(trajectory).collect::<Result<Vec<_>, _>>()?;
+    let probes = (10..26).map(trajectory).collect::<Result<Vec<_>, _>>()?;
+    let settings = DynamicSettings::default();
+    let enroll_dynamic_ms = time(runs, || {
+        DynamicTemplate::enrol(&references, &settings).map_err(|e| CommandError::Usage(format!("bench: {e}")))
+    })?;
+    let template =
+        DynamicTemplate::enrol(&references, &settings).map_err(|e| CommandError::Usage(format!("bench: {e}")))?;
+
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let images: Vec<Template> = (0..VERIFY_REFERENCES).map(|_| random_template(&mut rng)).collect();
+    let mut gallery = KioskGallery::new_boxed();
+    gallery.enroll("bench", &images, 0, true)?;
+    gallery.set_dynamic("bench", Some(template))?;
+    let image_probes: Vec<Template> = (0..16).map(|_| random_template(&mut rng)).collect();
+    let point = OperatingPoint { against: None, point: Point::Manual, threshold: 0.5 };
+    let fusion = Fusion {
+        dynamic: ScoreStats { mean: 0.4, std: 0.1 },
+        image: ScoreStats { mean: 0.8, std: 0.3 },
+        w_dynamic: 5.0,
+        w_image: 5.0,
+        bias: -5.0,
+    };
+    let policy = Policy { fusion: Some(FusionPolicy { fusion, point }), ..Policy::nearest(point, 0.999) };
+    let mut decide_ms = BTreeMap::new();
+    for (name, pen) in [("image", false), ("fused", true)] {
+        let mut i = 0;
+        let stats = time(runs, || {
+            i += 1;
+            let trajectory = pen.then(|| &probes[i % probes.len()]);
+            let checked = decision::verify_with_pen(&gallery, "bench", &image_probes[i % 16], trajectory, &policy);
+            if checked.modality != if pen { Modality::Fused } else { Modality::Image } {
+                return Err(CommandError::Usage("bench: the pen capture was not fused".into()));
+            }
+            Ok(black_box(checked.decision))
+        })?;
+        decide_ms.insert(name.to_string(), stats);
+    }
+    Ok(PenBench {
+        references: VERIFY_REFERENCES,
+        samples_per_signature: references.iter().map(Trajectory::len).sum::<usize>() / references.len(),
+        enroll_dynamic_ms,
+        ratio_fused_vs_image: decide_ms["fused"].median / decide_ms["image"].median,
+        decide_ms,
     })
 }
 
@@ -534,6 +610,18 @@ fn table(j: &BenchJson) -> String {
             g.added_ms_per_verify,
             g.added_ms_per_verify / verify.median
         ));
+    }
+    let p = &j.pen;
+    out.push_str(&format!(
+        "pen captures: {} references of {} samples (100 Hz) each (last column: x the image-only decision)\n",
+        p.references, p.samples_per_signature
+    ));
+    row(&mut out, "enroll dynamic template", &p.enroll_dynamic_ms, None);
+    if let Some(s) = p.decide_ms.get("image") {
+        row(&mut out, "decide, image only", s, None);
+    }
+    if let Some(s) = p.decide_ms.get("fused") {
+        row(&mut out, "decide, fused with the pen", s, Some(p.ratio_fused_vs_image));
     }
     for (key, why) in &j.unavailable {
         out.push_str(&format!("not measured {key}: {why}\n"));
