@@ -365,23 +365,10 @@ mod tests {
         assert!(scored.fallback.as_deref().is_some_and(|f| f.contains("no cohort")), "{scored:?}");
     }
 
-    /// A pen trajectory: a loop whose shape `style` changes (another writer or a forger) and
-    /// `wobble` varies slightly (the same writer signing again).
-    fn pen(style: f32, wobble: f32) -> Trajectory {
-        use autograph_shared::online::{PenSample, Timing};
-        let stroke: Vec<PenSample> = (0..150)
-            .map(|i| {
-                let t = i as f32 / 150.0;
-                let a = t * std::f32::consts::TAU * (2.0 + style);
-                PenSample {
-                    x: 80.0 * t + 20.0 * a.cos() + wobble * (t * 9.0).sin(),
-                    y: 25.0 * (a * (1.0 + 0.3 * style)).sin(),
-                    t_ms: f64::from(i) * 10.0,
-                    pressure: 0.5 + 0.2 * (t * 4.0 + style).sin(),
-                }
-            })
-            .collect();
-        Trajectory::from_strokes(&[stroke], Timing::Timestamps, true).expect("trajectory")
+    /// A pen trajectory: the synthetic signer's `sample`-th signature of `writer`.
+    fn pen(writer: u64, sample: u64) -> Trajectory {
+        let recording = autograph_shared::strokes::synth::signature(writer, sample, 600, 200).expect("signature");
+        Trajectory::try_from(&recording).expect("trajectory")
     }
 
     #[test]
@@ -390,7 +377,7 @@ mod tests {
         let mut gallery = KioskGallery::new_boxed();
         gallery.enroll("ada", &[tpl(0, 0.2), tpl(0, 0.5)], 1, false).expect("enrol");
         gallery.enroll("bob", &[tpl(10, 0.2), tpl(10, 0.5)], 1, false).expect("enrol");
-        let refs: Vec<Trajectory> = (0..3).map(|k| pen(0.0, 1.0 + k as f32)).collect();
+        let refs: Vec<Trajectory> = (0..3).map(|k| pen(1, k)).collect();
         let template = DynamicTemplate::enrol(&refs, &DynamicSettings::default()).expect("dynamic template");
         gallery.set_dynamic("ada", Some(template)).expect("ada is enrolled");
         let fusion = Fusion {
@@ -408,7 +395,7 @@ mod tests {
         let probe = tpl(0, 0.35);
 
         // Genuine: the fused score decides, against the fusion's threshold.
-        let genuine = verify_with_pen(&gallery, "ada", &probe, Some(&pen(0.0, 2.5)), &policy);
+        let genuine = verify_with_pen(&gallery, "ada", &probe, Some(&pen(1, 7)), &policy);
         assert_eq!(
             (genuine.modality, genuine.point.threshold, genuine.fallback.as_deref()),
             (Modality::Fused, 0.0, None)
@@ -419,28 +406,28 @@ mod tests {
         assert_eq!(d.fused, genuine.score);
         assert_eq!(genuine.decision, Decision::Accepted);
         // The same image with a forger's trajectory scores lower: the pen adds evidence.
-        let forged = verify_with_pen(&gallery, "ada", &probe, Some(&pen(0.8, 1.0)), &policy);
+        let forged = verify_with_pen(&gallery, "ada", &probe, Some(&pen(2, 0)), &policy);
         assert_eq!(forged.similarity, genuine.similarity);
         assert!(forged.score < genuine.score, "{forged:?} vs {genuine:?}");
         // Without a trajectory, the image decides as before.
         let image = verify_with_pen(&gallery, "ada", &probe, None, &policy);
         assert_eq!((image.modality, image.score, image.dynamic), (Modality::Image, image.similarity, None));
         // A copy of a reference image is still a possible replay, whatever the pen says.
-        let copy = verify_with_pen(&gallery, "ada", &tpl(0, 0.2), Some(&pen(0.0, 2.5)), &policy);
+        let copy = verify_with_pen(&gallery, "ada", &tpl(0, 0.2), Some(&pen(1, 7)), &policy);
         assert_eq!(copy.decision, Decision::PossibleReplay);
 
         // Bob has no dynamic template: the image decides, and says why.
-        let bob = verify_with_pen(&gallery, "bob", &tpl(10, 0.35), Some(&pen(0.0, 2.0)), &policy);
+        let bob = verify_with_pen(&gallery, "bob", &tpl(10, 0.35), Some(&pen(1, 5)), &policy);
         assert_eq!((bob.modality, bob.dynamic), (Modality::Image, None));
         assert!(bob.fallback.as_deref().is_some_and(|f| f.contains("without pen captures")), "{bob:?}");
         // A bundle without fusion: the dynamic score is shown, the image decides as the
         // bundle's rule (no note); one without fusion for this precision says so.
         let plain = Policy::nearest(manual(0.5), 0.999);
-        let shown = verify_with_pen(&gallery, "ada", &probe, Some(&pen(0.0, 2.5)), &plain);
+        let shown = verify_with_pen(&gallery, "ada", &probe, Some(&pen(1, 7)), &plain);
         assert_eq!((shown.modality, shown.score, shown.fallback.as_deref()), (Modality::Image, shown.similarity, None));
         assert!(shown.dynamic.is_some_and(|d| d.fused.is_none()));
         let other = Policy { fusion_note: Some("not for int8".into()), ..plain };
-        let noted = verify_with_pen(&gallery, "ada", &probe, Some(&pen(0.0, 2.5)), &other);
+        let noted = verify_with_pen(&gallery, "ada", &probe, Some(&pen(1, 7)), &other);
         assert_eq!((noted.modality, noted.fallback.as_deref()), (Modality::Image, Some("not for int8")));
     }
 }

@@ -1438,27 +1438,14 @@ mod tests {
         assert!(Small::from_bytes(&b, None).is_err());
     }
 
-    /// A pen trajectory: a loop whose shape `style` changes (another writer) and `wobble`
-    /// varies slightly (the same writer signing again).
-    fn trajectory(style: f32, wobble: f32) -> crate::online::Trajectory {
-        use crate::online::{PenSample, Timing, Trajectory};
-        let stroke: Vec<PenSample> = (0..150)
-            .map(|i| {
-                let t = i as f32 / 150.0;
-                let a = t * std::f32::consts::TAU * (2.0 + style);
-                PenSample {
-                    x: 80.0 * t + 20.0 * a.cos() + wobble * (t * 9.0).sin(),
-                    y: 25.0 * (a * (1.0 + 0.3 * style)).sin(),
-                    t_ms: f64::from(i) * 10.0,
-                    pressure: 0.5 + 0.2 * (t * 4.0 + style).sin(),
-                }
-            })
-            .collect();
-        Trajectory::from_strokes(&[stroke], Timing::Timestamps, true).expect("trajectory")
+    /// A pen trajectory: the synthetic signer's `sample`-th signature of `writer`.
+    fn trajectory(writer: u64, sample: u64) -> crate::online::Trajectory {
+        let recording = crate::strokes::synth::signature(writer, sample, 600, 200).expect("signature");
+        crate::online::Trajectory::try_from(&recording).expect("trajectory")
     }
 
-    fn dynamic_template(style: f32, references: usize) -> DynamicTemplate {
-        let refs: Vec<_> = (0..references).map(|k| trajectory(style, 1.0 + k as f32)).collect();
+    fn dynamic_template(writer: u64, references: u64) -> DynamicTemplate {
+        let refs: Vec<_> = (0..references).map(|k| trajectory(writer, k)).collect();
         DynamicTemplate::enrol(&refs, &crate::online::DynamicSettings::default()).expect("dynamic template")
     }
 
@@ -1492,7 +1479,7 @@ mod tests {
     fn dynamic_templates_are_stored_checked_and_kept_in_step() {
         let mut rng = ChaCha8Rng::seed_from_u64(23);
         let mut g = sample(&mut rng);
-        let alice = dynamic_template(0.0, 3);
+        let alice = dynamic_template(1, 3);
         assert_eq!(
             g.set_dynamic("nobody", Some(alice.clone())),
             Err(GalleryError::UnknownWriter { id: "nobody".into() })
@@ -1502,7 +1489,7 @@ mod tests {
         // More references than image templates are refused (Small keeps 3), the entry unchanged.
         let before = g.clone();
         assert!(matches!(
-            g.set_dynamic("bob", Some(dynamic_template(0.5, 4))),
+            g.set_dynamic("bob", Some(dynamic_template(2, 4))),
             Err(GalleryError::BadDynamicTemplate { .. })
         ));
         assert_eq!(g, before);
@@ -1512,7 +1499,7 @@ mod tests {
         let (back, header) = Small::from_bytes(&bytes, Some(&MODEL)).expect("round trip");
         assert_eq!(header.version, 3);
         assert_eq!(back, g);
-        let probe = trajectory(0.0, 2.5);
+        let probe = trajectory(1, 7);
         let stored = back.get("alice").and_then(WriterEntry::dynamic).expect("stored");
         assert_eq!(stored.verify(&probe).expect("score"), alice.verify(&probe).expect("score"));
         // Every truncation and every flipped byte of the file is an error, never a panic.

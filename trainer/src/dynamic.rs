@@ -698,6 +698,64 @@ pub(crate) fn paired_samples(user: u32, images: &Images, trajectories: &Trajecto
     (genuine, forged)
 }
 
+/// Every user's plan from the samples present in both modalities (users with too few genuine
+/// samples have none).
+pub(crate) fn plan_users(
+    images: &Images,
+    trajectories: &Trajectories,
+    references: usize,
+    random_per_writer: usize,
+    seed: u64,
+) -> BTreeMap<u32, UserPlan> {
+    let users: std::collections::BTreeSet<u32> = images.user_of.values().copied().collect();
+    users
+        .into_iter()
+        .filter_map(|user| {
+            let (genuine, forged) = paired_samples(user, images, trajectories);
+            plan_user(user, &genuine, &forged, references, random_per_writer, seed).map(|plan| (user, plan))
+        })
+        .collect()
+}
+
+/// The validation and test users' plans of `roles`, and the held-out writers without one.
+/// Fitting needs at least two validation users and measuring one test user.
+pub(crate) fn pick_roles<'a>(
+    roles: &FoldRoles,
+    images: &Images,
+    plans: &'a BTreeMap<u32, UserPlan>,
+) -> Result<(Vec<&'a UserPlan>, Vec<&'a UserPlan>, Vec<String>)> {
+    let mut skipped = Vec::new();
+    let mut pick = |writers: &[String]| -> Vec<&'a UserPlan> {
+        let mut out = Vec::new();
+        for w in writers {
+            match images.user_of.get(w).and_then(|u| plans.get(u)) {
+                Some(plan) => out.push(plan),
+                None => skipped.push(w.clone()),
+            }
+        }
+        out
+    };
+    let validation = pick(&roles.validation);
+    let test = pick(&roles.test);
+    ensure!(
+        validation.len() >= 2 && !test.is_empty(),
+        "{} validation and {} test users with samples in both modalities; need at least 2 and 1",
+        validation.len(),
+        test.len()
+    );
+    Ok((validation, test, skipped))
+}
+
+/// The `(user, sample)` of every image the plans enrol or probe with, sorted, once each.
+pub(crate) fn probe_keys<'a>(plans: impl Iterator<Item = &'a UserPlan>) -> Vec<(u32, u32)> {
+    let mut keys: Vec<(u32, u32)> = plans
+        .flat_map(|p| p.references.iter().chain(&p.genuine).chain(&p.skilled).map(move |&s| (p.user, s)))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
 /// Embeds the images of `keys` with one fold's model into int8 templates.
 pub(crate) fn embed_images(
     embedder: &mut dyn Embedder,
@@ -785,39 +843,14 @@ fn fusion_cli(args: &DynamicArgs, online: &OnlineDataset, kfold: &Path) -> Resul
     unpaired.sort();
 
     // Plans are per user, fixed by the seed: a user is enrolled alike in every fold it is in.
-    let mut plans: BTreeMap<u32, UserPlan> = BTreeMap::new();
-    let users: std::collections::BTreeSet<u32> = images.user_of.values().copied().collect();
-    for &user in &users {
-        let (genuine, forged) = paired_samples(user, &images, &trajectories);
-        if let Some(plan) = plan_user(user, &genuine, &forged, args.references, args.random_per_writer, args.seed) {
-            plans.insert(user, plan);
-        }
-    }
+    let plans = plan_users(&images, &trajectories, args.references, args.random_per_writer, args.seed);
 
     let device = Device::flex();
     let mut fold_reports = Vec::with_capacity(folds.len());
     for ((index, run_dir), run) in folds.iter().zip(&runs) {
         let roles = fold_roles(run, &set).with_context(|| format!("{}", run_dir.display()))?;
-        let mut skipped = Vec::new();
-        let mut pick = |writers: &[String]| -> Vec<&UserPlan> {
-            let mut out = Vec::new();
-            for w in writers {
-                match images.user_of.get(w).and_then(|u| plans.get(u)) {
-                    Some(plan) => out.push(plan),
-                    None => skipped.push(w.clone()),
-                }
-            }
-            out
-        };
-        let validation = pick(&roles.validation);
-        let test = pick(&roles.test);
-        ensure!(
-            validation.len() >= 2 && !test.is_empty(),
-            "{}: {} validation and {} test users with samples in both modalities; need at least 2 and 1",
-            run_dir.display(),
-            validation.len(),
-            test.len()
-        );
+        let (validation, test, skipped) =
+            pick_roles(&roles, &images, &plans).with_context(|| format!("{}", run_dir.display()))?;
 
         let checkpoint = checkpoint_of(run_dir);
         let preprocess = load_training_config(&checkpoint)
@@ -825,14 +858,7 @@ fn fusion_cli(args: &DynamicArgs, online: &OnlineDataset, kfold: &Path) -> Resul
             .preprocess;
         let mut embedder = BurnEmbedder::from_checkpoint(&checkpoint, &device)
             .with_context(|| format!("loading {}", checkpoint.display()))?;
-        let mut keys: Vec<(u32, u32)> = Vec::new();
-        for plan in validation.iter().chain(&test) {
-            for &s in plan.references.iter().chain(&plan.genuine).chain(&plan.skilled) {
-                keys.push((plan.user, s));
-            }
-        }
-        keys.sort_unstable();
-        keys.dedup();
+        let keys = probe_keys(validation.iter().chain(&test).copied());
         let label = format!("fold {index}: embedding images");
         let templates = embed_images(&mut embedder, &preprocess, &images, &keys, &label)?;
 

@@ -10,7 +10,7 @@
 //! result is `manifest.json`'s `fusion` section; the model files and their hashes are not
 //! touched.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::dynamic::{
     FoldRoles, Images, METHODS, MethodFold, PairScore, ScoreCounts, UserPlan, compare, embed_images, load_trajectories,
-    paired_samples, pct, plan_user, score_group,
+    pct, pick_roles, plan_users, probe_keys, score_group,
 };
 use crate::export::TractEmbedder;
 
@@ -158,41 +158,9 @@ pub fn calibrate(args: &FuseArgs) -> Result<FuseReport> {
     let settings = DynamicSettings::default();
     let mut unpaired = Vec::new();
     let trajectories = load_trajectories(&online, &settings, &mut unpaired);
-    let mut plans: BTreeMap<u32, UserPlan> = BTreeMap::new();
-    let users: BTreeSet<u32> = images.user_of.values().copied().collect();
-    for &user in &users {
-        let (genuine, forged) = paired_samples(user, &images, &trajectories);
-        if let Some(plan) = plan_user(user, &genuine, &forged, args.references, args.random_per_writer, args.seed) {
-            plans.insert(user, plan);
-        }
-    }
-    let mut skipped = Vec::new();
-    let mut pick = |writers: &[String]| -> Vec<&UserPlan> {
-        let mut out = Vec::new();
-        for w in writers {
-            match images.user_of.get(w).and_then(|u| plans.get(u)) {
-                Some(plan) => out.push(plan),
-                None => skipped.push(w.clone()),
-            }
-        }
-        out
-    };
-    let validation = pick(&roles.validation);
-    let test = pick(&roles.test);
-    ensure!(
-        validation.len() >= 2 && !test.is_empty(),
-        "{} validation and {} test writers with samples in both modalities; need at least 2 and 1",
-        validation.len(),
-        test.len()
-    );
-    let mut keys: Vec<(u32, u32)> = Vec::new();
-    for plan in validation.iter().chain(&test) {
-        for &s in plan.references.iter().chain(&plan.genuine).chain(&plan.skilled) {
-            keys.push((plan.user, s));
-        }
-    }
-    keys.sort_unstable();
-    keys.dedup();
+    let plans = plan_users(&images, &trajectories, args.references, args.random_per_writer, args.seed);
+    let (validation, test, skipped) = pick_roles(&roles, &images, &plans)?;
+    let keys = probe_keys(validation.iter().chain(&test).copied());
     let mut dynamic: HashMap<u32, DynamicTemplate> = HashMap::new();
     for plan in validation.iter().chain(&test) {
         let refs: Vec<FeatureSequence> =

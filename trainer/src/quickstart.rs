@@ -5,6 +5,7 @@
 //! writers in a gallery through the kiosk's own runtime library and verifies their held-out
 //! genuine signatures and skilled forgeries, the way the kiosk would decide.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -20,11 +21,12 @@ use autograph_shared::dataset::splits::WriterSplit;
 use autograph_shared::dataset::{Dataset, ImageSource, Label, Sample};
 use autograph_shared::evaluation::EvaluationReport;
 use autograph_shared::gallery::KioskGallery;
-use autograph_shared::online::{Trajectory, read_trajectory};
+use autograph_shared::online::{Trajectory, list_online_dataset, read_trajectory};
 use burn::prelude::Device;
 use serde::Serialize;
 
 use crate::bundle::{RunInfo, RunSet, export_bundle, load_data, quantize_bundle, split_data};
+use crate::dynamic::svc_key;
 use crate::eval::{EvalRequest, run as run_eval};
 use crate::train::{TrainingConfig, train};
 
@@ -345,14 +347,22 @@ pub fn kiosk_check(
     let gallery_file = store::GalleryFile::new(gallery, KeyFile::new(gallery_key_of(gallery)));
     // A sample's pen trajectory: SVC2004's `U<u>S<s>.jpg` is `U<u>S<s>.TXT` in Task 2.
     let fusing = online.filter(|_| policy.fusion.is_some());
+    let task2: HashMap<(u32, u32), PathBuf> = match fusing {
+        Some(dir) => list_online_dataset(dir)
+            .with_context(|| format!("listing {}", dir.display()))?
+            .samples
+            .into_iter()
+            .filter_map(|s| Some((s.path.file_name().and_then(|n| n.to_str()).and_then(svc_key)?, s.path)))
+            .collect(),
+        None => HashMap::new(),
+    };
     let trajectory_of = |sample: &Sample| -> Option<Trajectory> {
-        let dir = fusing?;
         if dataset.set_of(&sample.writer) != "svc2004" {
             return None;
         }
         let ImageSource::File(path) = &sample.source else { return None };
-        let stem = path.file_stem()?.to_str()?;
-        read_trajectory(&dir.join(format!("{stem}.TXT"))).ok()
+        let key = path.file_name()?.to_str().and_then(svc_key)?;
+        read_trajectory(task2.get(&key)?).ok()
     };
     let mut pen = fusing
         .map(|_| PenOutcome { threshold: policy.fusion.map_or(f32::NAN, |f| f.point.threshold), ..Default::default() });
@@ -448,6 +458,17 @@ pub fn summary_text(summary: &QuickstartSummary, report: &EvaluationReport) -> S
     let rate = |a: usize, b: usize| {
         if a + b == 0 { "n/a".to_string() } else { format!("{:.1}%", 100.0 * a as f64 / (a + b) as f64) }
     };
+    let decisions = |genuine: (usize, usize), forged: (usize, usize)| {
+        format!(
+            "             held-out genuine {} accepted / {} rejected ({} accepted); skilled forgeries {} accepted / {} rejected ({} rejected)",
+            genuine.0,
+            genuine.1,
+            rate(genuine.0, genuine.1),
+            forged.0,
+            forged.1,
+            rate(forged.1, forged.0)
+        )
+    };
     let mut lines = vec![
         format!("quickstart finished in {} (training {})", minutes(summary.seconds), minutes(summary.seconds_training)),
         format!(
@@ -467,30 +488,14 @@ pub fn summary_text(summary: &QuickstartSummary, report: &EvaluationReport) -> S
             "  kiosk      {} writers enrolled ({} references each, {} {}), {} rule, threshold {:.4} ({} EER point):",
             k.writers_enrolled, k.references_per_writer, k.runtime, k.precision, k.rule, k.threshold, k.against
         ),
-        format!(
-            "             held-out genuine {} accepted / {} rejected ({} accepted); skilled forgeries {} accepted / {} rejected ({} rejected)",
-            k.genuine_accepted,
-            k.genuine_rejected,
-            rate(k.genuine_accepted, k.genuine_rejected),
-            k.forgeries_accepted,
-            k.forgeries_rejected,
-            rate(k.forgeries_rejected, k.forgeries_accepted)
-        ),
+        decisions((k.genuine_accepted, k.genuine_rejected), (k.forgeries_accepted, k.forgeries_rejected)),
     ];
     if let Some(p) = &k.pen {
         lines.push(format!(
             "  pen        {} SVC2004 writers also enrolled with their pen trajectories, fused score, threshold {:.4}:",
             p.writers_enrolled, p.threshold
         ));
-        lines.push(format!(
-            "             held-out genuine {} accepted / {} rejected ({} accepted); skilled forgeries {} accepted / {} rejected ({} rejected)",
-            p.genuine_accepted,
-            p.genuine_rejected,
-            rate(p.genuine_accepted, p.genuine_rejected),
-            p.forgeries_accepted,
-            p.forgeries_rejected,
-            rate(p.forgeries_rejected, p.forgeries_accepted)
-        ));
+        lines.push(decisions((p.genuine_accepted, p.genuine_rejected), (p.forgeries_accepted, p.forgeries_rejected)));
     }
     if let Some(l) = &report.leakage {
         lines.push(format!("  leakage    background-only EER {} (chance is 50%)", pct(Some(l.background_only_eer))));
