@@ -35,6 +35,12 @@ impl Default for RasterConfig {
     }
 }
 
+/// Longest pen path drawn, in output pixels (the chords between consecutive points). Drawing
+/// time and the spline's samples grow with it: a valid recording of 200 000 points zigzagging
+/// across an 8192-pixel box would take 800 MB and a minute. A signature at the default 300-pixel
+/// height is a few thousand pixels long; this is 4 000 000 (under a second, 50 MB of samples).
+pub const MAX_INK_LENGTH: f64 = 4_000_000.0;
+
 /// Output pixels per box pixel, and the output size, for `recording` under `config`.
 fn geometry(recording: &Recording, config: &RasterConfig) -> Result<(f32, u32, u32), StrokeError> {
     let scale = config.height as f32 / recording.height as f32;
@@ -50,6 +56,10 @@ fn geometry(recording: &Recording, config: &RasterConfig) -> Result<(f32, u32, u
 pub fn rasterise(recording: &Recording, config: &RasterConfig) -> Result<GrayImage, StrokeError> {
     recording.validate()?;
     let (scale, width, height) = geometry(recording, config)?;
+    let length = ink_length(recording, scale);
+    if length > MAX_INK_LENGTH {
+        return Err(StrokeError::TooMuchInk { length });
+    }
     let mut canvas = Coverage::new(width, height);
     for stroke in &recording.strokes {
         let samples = smooth(stroke, scale, config);
@@ -64,6 +74,19 @@ pub fn rasterise(recording: &Recording, config: &RasterConfig) -> Result<GrayIma
         }
     }
     Ok(canvas.into_image())
+}
+
+/// Length of the pen path at output scale: the sum of the chords between consecutive points
+/// (add, multiply and sqrt only, like the drawing).
+fn ink_length(recording: &Recording, scale: f32) -> f64 {
+    let chords = recording.strokes.iter().flat_map(|s| s.windows(2));
+    let length: f64 = chords
+        .map(|w| {
+            let (dx, dy) = (f64::from(w[1].x - w[0].x), f64::from(w[1].y - w[0].y));
+            (dx * dx + dy * dy).sqrt()
+        })
+        .sum();
+    length * f64::from(scale)
 }
 
 /// A point of the smoothed pen path in output pixels, with the pen's radius there.
@@ -212,6 +235,25 @@ mod tests {
         // (27.5, 32.5) at the segment's middle, and the chord's pixel (30, 30) stays paper.
         assert!(image.get_pixel(27, 32).0[0] < 128);
         assert!(image.get_pixel(30, 30).0[0] > 200);
+    }
+
+    #[test]
+    fn a_pen_path_no_signature_has_is_refused_before_drawing() {
+        // Found by the fuzz harness's budget check (fuzz/regressions/strokes): a valid
+        // recording whose 200 000 points zigzag across an 8192-pixel box made the spline
+        // allocate 800 MB and take a minute.
+        let zigzag = (0..crate::strokes::MAX_POINTS as u32)
+            .map(|i| Point::new(if i % 2 == 0 { 0.0 } else { 8192.0 }, (i % 300) as f32, i, None))
+            .collect();
+        let recording = Recording::new(8192, 300, vec![zigzag]).expect("valid");
+        let start = std::time::Instant::now();
+        let err = rasterise(&recording, &RasterConfig::default()).expect_err("too much ink");
+        assert!(matches!(err, StrokeError::TooMuchInk { length } if length > MAX_INK_LENGTH), "{err}");
+        assert!(start.elapsed().as_secs_f32() < 1.0, "{:?}", start.elapsed());
+        // Real signatures are far from the limit.
+        let real = super::super::synth::signature(3, 1, 780, 330).expect("valid");
+        let scale = RasterConfig::default().height as f32 / real.height as f32;
+        assert!(ink_length(&real, scale) < MAX_INK_LENGTH / 100.0, "{}", ink_length(&real, scale));
     }
 
     #[test]
