@@ -143,10 +143,10 @@ pub fn mcyt(data: &[u8]) {
 /// synthetic probe.
 pub fn dynamic_template(data: &[u8]) {
     let Ok(template) = DynamicTemplate::from_bytes(data) else { return };
-    // Not byte for byte against `data`: a stored feature of -128, which `to_bytes` never
-    // writes, reads as -128/24 and writes back as -127 (regressions/dynamic_template).
+    // Byte for byte: what reads is what was written (a stored -128, which `to_bytes` never
+    // writes, is refused: regressions/dynamic_template).
     let written = template.to_bytes();
-    assert_eq!(written.len(), data.len(), "length round trip");
+    assert_eq!(written, data, "from_bytes / to_bytes round trip");
     let back = DynamicTemplate::from_bytes(&written).expect("a written template reads back");
     assert_eq!(back.to_bytes(), written, "to_bytes / from_bytes round trip");
     if let Ok(score) = template.verify(probe_trajectory()) {

@@ -266,8 +266,8 @@ fn decode_palette_tiff(bytes: &[u8], config: &PreprocessConfig) -> Result<GrayIm
         let start = usize::try_from(offset).map_err(|_| PreprocessError::Truncated)?;
         let end = start.checked_add(usize::try_from(count).map_err(|_| PreprocessError::Truncated)?);
         let strip = end.and_then(|end| bytes.get(start..end)).ok_or(PreprocessError::Truncated)?;
-        // Strips may overlap or repeat: keep only the image's own bytes (found by fuzzing: a
-        // 110 KB file of 12 000 strips, each the whole file, asked for 1.3 GB).
+        // Strips may overlap or repeat: keep only the image's own bytes (a 110 KB file of 12 000
+        // strips, each the whole file, asked for 1.3 GB; fuzz/src/seeds.rs).
         let wanted = needed - indices.len();
         indices.extend_from_slice(&strip[..strip.len().min(wanted)]);
     }

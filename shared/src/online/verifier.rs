@@ -369,6 +369,11 @@ impl DynamicTemplate {
             at += 2;
             let end = at + rows * dim;
             let data = bytes.get(at..end).ok_or_else(|| truncated(end))?;
+            // -128 is never written (quantise clamps to ±127): such a file was not made here,
+            // and would not read back to itself (found by fuzzing).
+            if data.contains(&0x80) {
+                return Err(bad("feature value", "-128".into()));
+            }
             let values = data.iter().map(|&b| dequantise(b as i8)).collect();
             references.push(FeatureSequence::new(dim, values).ok_or_else(|| bad("dim", dim.to_string()))?);
             at = end;
@@ -448,6 +453,16 @@ mod tests {
     fn template(pressure: bool) -> DynamicTemplate {
         let refs: Vec<Trajectory> = (0..5).map(|k| signature(0.0, k as f32 * 0.6, pressure)).collect();
         DynamicTemplate::enrol(&refs, &DynamicSettings::default()).expect("enrol")
+    }
+
+    #[test]
+    fn a_stored_feature_of_minus_128_is_refused() {
+        let refs: Vec<Trajectory> = (0..2).map(|k| signature(0.0, 1.0 + k as f32, true)).collect();
+        let t = DynamicTemplate::enrol(&refs, &DynamicSettings::default()).expect("enrol");
+        let mut bytes = t.to_bytes();
+        let last = bytes.len() - 1;
+        bytes[last] = 0x80;
+        assert!(matches!(DynamicTemplate::from_bytes(&bytes), Err(TemplateError::BadField { .. })));
     }
 
     #[test]

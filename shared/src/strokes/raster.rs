@@ -239,9 +239,9 @@ mod tests {
 
     #[test]
     fn a_pen_path_no_signature_has_is_refused_before_drawing() {
-        // Found by the fuzz harness's budget check (fuzz/regressions/strokes): a valid
-        // recording whose 200 000 points zigzag across an 8192-pixel box made the spline
-        // allocate 800 MB and take a minute.
+        // Found under the fuzz targets' heap budget (fuzz/src/seeds.rs): a valid recording whose
+        // 200 000 points zigzag across an 8192-pixel box made the spline allocate 800 MB and
+        // take a minute.
         let zigzag = (0..crate::strokes::MAX_POINTS as u32)
             .map(|i| Point::new(if i % 2 == 0 { 0.0 } else { 8192.0 }, (i % 300) as f32, i, None))
             .collect();
