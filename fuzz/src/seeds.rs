@@ -659,8 +659,11 @@ fn svc2004_text(writer: u64, side_switch: bool) -> Vec<u8> {
 }
 
 fn svc2004_files() -> Vec<Seed> {
-    let seeds =
-        vec![seed("svc2004", "U1S1.TXT", svc2004_text(11, false)), seed("svc2004", "U2S3.TXT", svc2004_text(12, true))];
+    // Named unlike the data set's `U<u>S<s>.TXT`: these are synthetic, never copies of it.
+    let seeds = vec![
+        seed("svc2004", "synthetic-11.TXT", svc2004_text(11, false)),
+        seed("svc2004", "synthetic-12-side-switch.TXT", svc2004_text(12, true)),
+    ];
     for s in &seeds {
         autograph_shared::online::parse_svc2004(&s.bytes).unwrap_or_else(|e| panic!("{}: {e}", s.name));
     }
@@ -694,7 +697,8 @@ fn mcyt_fpg(writer: u64) -> Vec<u8> {
 }
 
 fn mcyt_files() -> Vec<Seed> {
-    let seeds = vec![seed("mcyt", "0000v00.fpg", mcyt_fpg(21)), seed("mcyt", "0001f03.fpg", mcyt_fpg(22))];
+    // Named unlike the data set's `NNNNvNN.fpg`: synthetic, never copies of it.
+    let seeds = vec![seed("mcyt", "synthetic-21.fpg", mcyt_fpg(21)), seed("mcyt", "synthetic-22.fpg", mcyt_fpg(22))];
     for s in &seeds {
         autograph_shared::online::parse_mcyt_fpg(&s.bytes).unwrap_or_else(|e| panic!("{}: {e}", s.name));
     }
