@@ -29,6 +29,7 @@ use crate::dynamic::{
     pct, pick_roles, plan_users, probe_keys, score_group,
 };
 use crate::export::TractEmbedder;
+use autograph_device::engine::precision_name;
 
 /// Calibrate the fusion of pen-trajectory and image scores for a bundle (SVC2004 Task 2).
 ///
@@ -190,7 +191,7 @@ pub fn calibrate(args: &FuseArgs) -> Result<FuseReport> {
         }
         let bytes = manifest.read_model(&args.bundle, precision)?;
         let mut embedder = TractEmbedder::new(&bytes, height, width)?;
-        let label = format!("{} model: embedding images", name(precision));
+        let label = format!("{} model: embedding images", precision_name(precision));
         let templates = embed_images(&mut embedder, &manifest.preprocess, &images, &keys, &label)?;
         let image: HashMap<u32, Vec<Template>> = validation
             .iter()
@@ -223,7 +224,7 @@ pub fn calibrate(args: &FuseArgs) -> Result<FuseReport> {
     decision.provenance.test_metrics = serde_json::to_value(
         precisions
             .iter()
-            .map(|p| (name(p.precision), p.methods.iter().map(|m| (m.method.clone(), &m.test)).collect()))
+            .map(|p| (precision_name(p.precision), p.methods.iter().map(|m| (m.method.clone(), &m.test)).collect()))
             .collect::<BTreeMap<&str, BTreeMap<String, _>>>(),
     )?;
     manifest.fusion = Some(decision);
@@ -239,13 +240,6 @@ pub fn calibrate(args: &FuseArgs) -> Result<FuseReport> {
         references: args.references,
         precisions,
     })
-}
-
-fn name(precision: Precision) -> &'static str {
-    match precision {
-        Precision::F32 => "f32",
-        Precision::Int8 => "int8",
-    }
 }
 
 /// The table `fuse` prints: test writers' EERs per precision and method.
@@ -264,7 +258,7 @@ pub fn markdown(report: &FuseReport) -> String {
             let skilled = m.test.skilled.as_ref();
             out.push_str(&format!(
                 "| {} | {} | {} | {} | {} / {} |\n",
-                name(p.precision),
+                precision_name(p.precision),
                 m.method,
                 pct(skilled.map_or(f64::NAN, |s| s.eer)),
                 pct(m.test.random.as_ref().map_or(f64::NAN, |r| r.eer)),

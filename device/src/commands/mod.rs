@@ -16,13 +16,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use autograph_shared::gallery::Template;
 use autograph_shared::manifest::Precision;
-use autograph_shared::online::formats::MAX_FILE_BYTES;
 use autograph_shared::online::{ReadError, Trajectory, read_trajectory};
 use autograph_shared::preprocess::{Preprocessed, preprocess_gray};
 use autograph_shared::strokes::Recording;
 use autograph_shared::strokes::raster::{RasterConfig, rasterise};
 use serde::Serialize;
 
+use crate::capture::CaptureError;
 use crate::crypt::KeyFile;
 use crate::engine::{Bundle, Engine, EngineOptions, Runtime};
 use crate::store::{self, GalleryFile};
@@ -179,12 +179,12 @@ pub(crate) fn read_pen_capture(path: &Path) -> Result<PenCapture, CommandError> 
         })?;
         return Ok(PenCapture { path: path.to_path_buf(), trajectory, recording: None });
     }
-    let len = std::fs::metadata(path).map_err(|e| bad(format!("cannot read the file: {e}")))?.len();
-    if len > MAX_FILE_BYTES {
-        return Err(bad(format!("{len} bytes, more than the limit of {MAX_FILE_BYTES} for a recording")));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read the file: {e}")))?;
-    let recording = Recording::from_json(&text).map_err(|e| bad(e.to_string()))?;
+    // The kiosk's own reader (`--replay`), with its size limit.
+    let recording = crate::capture::load_recording(path).map_err(|e| match e {
+        CaptureError::Read { source, .. } => bad(format!("cannot read the file: {source}")),
+        CaptureError::Recording { source, .. } => bad(source.to_string()),
+        other => bad(other.to_string()),
+    })?;
     let trajectory = Trajectory::try_from(&recording).map_err(|e| bad(e.to_string()))?;
     Ok(PenCapture { path: path.to_path_buf(), trajectory, recording: Some(recording) })
 }
