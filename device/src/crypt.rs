@@ -418,7 +418,9 @@ mod tests {
             assert!(sealed.starts_with(&MAGIC));
             assert_eq!(key_id_of(&sealed), Ok(k.id()));
             assert_eq!(open(&k, &sealed).expect("open").as_slice(), plaintext);
-            if !plaintext.is_empty() {
+            // Only a plaintext long enough that random ciphertext cannot contain it by chance
+            // (a one-byte plaintext appears in ~15% of sealed files).
+            if plaintext.len() >= 16 {
                 assert!(!sealed.windows(plaintext.len()).any(|w| w == plaintext), "no plaintext in the file");
             }
         }
