@@ -675,14 +675,34 @@ fn bench_reports_every_figure() {
             "preprocess_ms",
             "embed_ms",
             "verify_ms",
+            "tract_ops_ms",
             "knn_ms",
             "unavailable",
             "adaptive",
             "gallery_file",
             "pen",
+            "target_keys",
+            "default_precision",
+            "default_precision_from",
         ],
     );
     assert_eq!(j["threads"], 1);
+    // The test bundle records no per-CPU choice: the manifest's default, named as such.
+    assert_eq!(
+        j["target_keys"].as_array().and_then(|k| k.last()).and_then(|k| k.as_str()),
+        Some(std::env::consts::ARCH)
+    );
+    assert_eq!(j["default_precision"], "f32");
+    assert!(j["default_precision_from"].is_null(), "{j}");
+    // Per-operator profile of both models: the matrix products are there, and the parts add
+    // up to a time of the order of the embedding's.
+    for precision in ["f32", "int8"] {
+        let ops = j["tract_ops_ms"][precision].as_array().expect("ops");
+        assert!(ops.iter().any(|o| o["op"].as_str().is_some_and(|op| op.contains("MatMul"))), "{j}");
+        assert!(ops.iter().all(|o| o["ms"].as_f64().is_some_and(|ms| ms >= 0.0) && o["nodes"].as_u64() >= Some(1)));
+        let total: f64 = ops.iter().filter_map(|o| o["ms"].as_f64()).sum();
+        assert!(total > 0.0, "{j}");
+    }
     assert_keys(
         &j["pen"],
         &["references", "samples_per_signature", "enroll_dynamic_ms", "decide_ms", "ratio_fused_vs_image"],
@@ -705,6 +725,8 @@ fn bench_reports_every_figure() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
         run.stdout.contains("embed tract_f32")
+            && run.stdout.contains("tract int8 by operator")
+            && run.stdout.contains("default precision here f32 (the manifest's default_precision)")
             && run.stdout.contains("knn top-5, 10000 templates")
             && run.stdout.contains("decide, classifier rule")
             && run.stdout.contains("decide, fused with the pen"),

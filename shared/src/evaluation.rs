@@ -1058,6 +1058,7 @@ mod tests {
             f32_model: ModelFile { path: "model.onnx".into(), sha256: "00".into(), bytes: 0, calibration },
             int8_model: None,
             default_precision: Precision::F32,
+            target_precision: Default::default(),
             provenance: Provenance {
                 dataset: dataset.into(),
                 dataset_content_hash: "ff".into(),

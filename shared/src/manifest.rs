@@ -1,6 +1,7 @@
 //! The model bundle's `manifest.json`: everything the device needs to use the model exactly as
 //! it was trained, and to refuse a bundle whose files are not the ones that were measured.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -67,6 +68,28 @@ pub struct Provenance {
     pub split: Option<crate::dataset::splits::WriterSplit>,
 }
 
+/// The precision for one kind of CPU, and the measurement that chose it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetPrecision {
+    pub precision: Precision,
+    /// The figures behind the choice (e.g. latencies or instruction counts of both models).
+    pub measured: String,
+}
+
+/// The keys of [`Manifest::target_precision`] that describe the CPU this code runs on, most
+/// specific first: the architecture with the extension that changes which model is faster,
+/// then the architecture alone.
+pub fn target_keys() -> Vec<String> {
+    let arch = std::env::consts::ARCH;
+    let mut keys = Vec::with_capacity(2);
+    #[cfg(target_arch = "aarch64")]
+    if std::arch::is_aarch64_feature_detected!("dotprod") {
+        keys.push(format!("{arch}+dotprod"));
+    }
+    keys.push(arch.to_string());
+    keys
+}
+
 /// `manifest.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -78,8 +101,15 @@ pub struct Manifest {
     pub io: GraphIo,
     pub f32_model: ModelFile,
     pub int8_model: Option<ModelFile>,
-    /// The precision the device uses by default (measured best on accuracy and speed).
+    /// The precision the device uses by default (measured best on accuracy and speed), where
+    /// `target_precision` has no entry for the device's CPU.
     pub default_precision: Precision,
+    /// The precision measured best on particular CPUs, keyed by [`target_keys`] (`x86_64`,
+    /// `aarch64`, `aarch64+dotprod`, ...): int8 can be the faster model on one kiosk CPU and
+    /// the slower on another (tract's int8 kernels need the Armv8.2 dot-product instructions to
+    /// beat f32 on ARM), and one bundle serves both.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub target_precision: BTreeMap<String, TargetPrecision>,
     pub provenance: Provenance,
     /// Test-writer figures keyed by precision (`f32`, `int8`), as produced by the evaluation.
     pub test_metrics: serde_json::Value,
@@ -256,6 +286,16 @@ impl Manifest {
                 ),
             });
         }
+        let chosen = std::iter::once(("default_precision".to_string(), manifest.default_precision))
+            .chain(manifest.target_precision.iter().map(|(key, t)| (format!("target_precision.{key}"), t.precision)));
+        for (field, precision) in chosen {
+            if manifest.model(precision).is_none() {
+                return Err(BundleError::Invalid {
+                    path,
+                    message: format!("{field} is {precision:?} but the bundle has no model of that precision"),
+                });
+            }
+        }
         let files = [
             Some(("f32_model.path", &manifest.f32_model.path)),
             manifest.int8_model.as_ref().map(|m| ("int8_model.path", &m.path)),
@@ -283,6 +323,15 @@ impl Manifest {
             .map_err(|e| BundleError::Parse { path: path.clone(), message: e.to_string() })?;
         std::fs::write(&tmp, text + "\n").map_err(|source| BundleError::Io { path: tmp.clone(), source })?;
         std::fs::rename(&tmp, &path).map_err(|source| BundleError::Io { path, source })
+    }
+
+    /// The precision a device whose CPU is described by `keys` (most specific first, as
+    /// [`target_keys`] gives them) uses when none is asked for, and the key that chose it
+    /// (`None`: the bundle's `default_precision`).
+    pub fn precision_for<'a>(&'a self, keys: &[String]) -> (Precision, Option<&'a str>) {
+        keys.iter()
+            .find_map(|key| self.target_precision.get_key_value(key))
+            .map_or((self.default_precision, None), |(key, target)| (target.precision, Some(key.as_str())))
     }
 
     /// The model file of a precision.
@@ -370,6 +419,7 @@ mod tests {
             f32_model: describe_model_file(dir, MODEL_F32_FILE, calibration).expect("describe"),
             int8_model: None,
             default_precision: Precision::F32,
+            target_precision: Default::default(),
             provenance: Provenance {
                 dataset: "toy".into(),
                 dataset_content_hash: "00".into(),
@@ -425,6 +475,53 @@ mod tests {
         }
         let text = serde_json::to_string(&good).expect("json");
         assert_eq!(Manifest::from_json(&text, Path::new("manifest.json")).expect("plain name"), good);
+    }
+
+    #[test]
+    fn precision_follows_the_most_specific_measured_target() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut m = sample_manifest(dir.path());
+        m.int8_model = Some(m.f32_model.clone());
+        let target = |precision| TargetPrecision { precision, measured: "test".into() };
+        m.target_precision.insert("aarch64".into(), target(Precision::F32));
+        m.target_precision.insert("aarch64+dotprod".into(), target(Precision::Int8));
+        m.target_precision.insert("x86_64".into(), target(Precision::Int8));
+        let keys = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(m.precision_for(&keys(&["aarch64+dotprod", "aarch64"])), (Precision::Int8, Some("aarch64+dotprod")));
+        assert_eq!(m.precision_for(&keys(&["aarch64"])), (Precision::F32, Some("aarch64")));
+        assert_eq!(m.precision_for(&keys(&["x86_64"])), (Precision::Int8, Some("x86_64")));
+        // A CPU nobody measured gets the bundle-wide default.
+        m.default_precision = Precision::F32;
+        assert_eq!(m.precision_for(&keys(&["riscv64"])), (Precision::F32, None));
+        // This machine's keys end with its architecture.
+        assert_eq!(target_keys().last().map(String::as_str), Some(std::env::consts::ARCH));
+
+        let text = serde_json::to_string(&m).expect("json");
+        assert_eq!(Manifest::from_json(&text, Path::new("manifest.json")).expect("load"), m);
+        // Manifests written before per-target precision have no such field and still load.
+        let mut old: serde_json::Value = serde_json::to_value(sample_manifest(dir.path())).expect("json");
+        assert!(old.as_object_mut().expect("object").remove("target_precision").is_none(), "empty maps are omitted");
+        let old = Manifest::from_json(&old.to_string(), Path::new("manifest.json")).expect("old manifest");
+        assert!(old.target_precision.is_empty());
+    }
+
+    #[test]
+    fn a_precision_without_its_model_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut m = sample_manifest(dir.path());
+        m.target_precision
+            .insert("aarch64".into(), TargetPrecision { precision: Precision::Int8, measured: "x".into() });
+        let err = Manifest::from_json(&serde_json::to_string(&m).expect("json"), Path::new("manifest.json"))
+            .expect_err("no int8 model");
+        assert!(
+            matches!(&err, BundleError::Invalid { message, .. } if message.contains("target_precision.aarch64")),
+            "{err}"
+        );
+        m.target_precision.clear();
+        m.default_precision = Precision::Int8;
+        let err = Manifest::from_json(&serde_json::to_string(&m).expect("json"), Path::new("manifest.json"))
+            .expect_err("no int8 model");
+        assert!(matches!(&err, BundleError::Invalid { message, .. } if message.contains("default_precision")), "{err}");
     }
 
     #[test]

@@ -12,7 +12,8 @@ use autograph_shared::dataset::Dataset;
 use autograph_shared::dataset::links::linked_writers;
 use autograph_shared::dataset::splits::{SetSplit, WriterSplit, split_per_set, union};
 use autograph_shared::manifest::{
-    GraphIo, MANIFEST_FORMAT_VERSION, MODEL_F32_FILE, Manifest, Precision, Provenance, describe_model_file,
+    GraphIo, MANIFEST_FORMAT_VERSION, MODEL_F32_FILE, Manifest, Precision, Provenance, TargetPrecision,
+    describe_model_file,
 };
 use autograph_shared::protocol::{Embedder, SplitEvaluation, evaluate_split};
 
@@ -185,6 +186,7 @@ pub fn export_bundle(run_dir: &Path, out: &Path, data: Option<&[PathBuf]>, devic
         f32_model: describe_model_file(out, MODEL_F32_FILE, evaluation.calibration)?,
         int8_model: None,
         default_precision: Precision::F32,
+        target_precision: Default::default(),
         provenance: Provenance {
             dataset: dataset.name.clone(),
             dataset_content_hash: dataset.content_hash.clone(),
@@ -288,6 +290,8 @@ pub fn quantize_bundle(bundle: &Path, data: &[PathBuf]) -> Result<(Manifest, Qua
     let latency_json =
         serde_json::json!({ "tract_f32_median": f32_ms, "tract_int8_median": int8_ms, "runs": latency.runs });
     let faster = int8_ms < f32_ms;
+    // Measured on this machine's CPU only: other kiosk CPUs keep f32 (always present, the
+    // reference for accuracy) until measured there (`target-precision`).
     let default_precision = if accurate && faster { Precision::Int8 } else { Precision::F32 };
     let why = format!(
         "test EER skilled/random: f32 {:.2}%/{:.2}%, int8 {:.2}%/{:.2}% ({}); tract latency f32 {:.2} ms, int8 {:.2} ms ({})",
@@ -312,7 +316,15 @@ pub fn quantize_bundle(bundle: &Path, data: &[PathBuf]) -> Result<(Manifest, Qua
             &adaptive.config,
         )?);
     }
-    manifest.default_precision = default_precision;
+    manifest.default_precision = Precision::F32;
+    let host = autograph_shared::manifest::target_keys().pop().unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    manifest.target_precision.insert(
+        host,
+        TargetPrecision {
+            precision: default_precision,
+            measured: format!("tract, 1 thread, median of {}: f32 {f32_ms:.2} ms, int8 {int8_ms:.2} ms", latency.runs),
+        },
+    );
     let mut metrics = manifest.test_metrics.as_object().cloned().unwrap_or_default();
     metrics.insert("f32_tract".into(), serde_json::to_value(f32_eval.test)?);
     metrics.insert("int8".into(), serde_json::to_value(int8_eval.test)?);
@@ -335,6 +347,25 @@ pub fn quantize_bundle(bundle: &Path, data: &[PathBuf]) -> Result<(Manifest, Qua
     std::fs::write(&report_path, serde_json::to_string_pretty(&summary)? + "\n")
         .with_context(|| format!("writing {}", report_path.display()))?;
     Ok((manifest, summary))
+}
+
+/// Records `precision` as the one measured best on kiosk CPUs named `target` (see
+/// [`autograph_shared::manifest::target_keys`]), with the figures that chose it.
+pub fn set_target_precision(bundle: &Path, target: &str, precision: Precision, measured: &str) -> Result<Manifest> {
+    let valid = !target.is_empty()
+        && target.len() <= 64
+        && target.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '+');
+    anyhow::ensure!(valid, "--target {target:?} is not a CPU name like x86_64, aarch64 or aarch64+dotprod");
+    anyhow::ensure!(!measured.trim().is_empty(), "--measured must say what was measured");
+    let mut manifest = Manifest::load(bundle)?;
+    anyhow::ensure!(
+        manifest.model(precision).is_some(),
+        "{} has no {precision:?} model: quantize it first",
+        bundle.display()
+    );
+    manifest.target_precision.insert(target.to_string(), TargetPrecision { precision, measured: measured.to_string() });
+    manifest.save(bundle)?;
+    Ok(manifest)
 }
 
 /// Parity figures of `check-bundle`.

@@ -38,6 +38,10 @@ enum Command {
     /// Quantize a bundle's model to int8 (static, per-channel, calibrated on training writers),
     /// calibrate its thresholds on validation writers and measure it on test writers.
     Quantize(QuantizeArgs),
+    /// Record the precision measured best on a kind of kiosk CPU in a bundle's manifest
+    /// (`quantize` records this machine's; `scripts/arm-cost` measures ARM cores under qemu and
+    /// prints the command). Kiosks whose CPU has no entry use `default_precision` (f32).
+    TargetPrecision(TargetPrecisionArgs),
     /// Check a bundle: format version, hashes, both models load, and parity on real images
     /// (burn vs tract f32 ≤ 1e-4 with --checkpoint; int8 vs f32 cosine ≥ 0.99). Exit 2 if refused.
     CheckBundle(CheckBundleArgs),
@@ -66,6 +70,23 @@ struct QuantizeArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args, Debug)]
+struct TargetPrecisionArgs {
+    /// Bundle directory (from `export`, quantized).
+    #[arg(long)]
+    bundle: PathBuf,
+    /// The CPU, as the kiosk names it (`autograph bench` prints it): `aarch64`,
+    /// `aarch64+dotprod` (Armv8.2 dot product: Cortex-A55/A76 and later), `x86_64`, ...
+    #[arg(long)]
+    target: String,
+    #[arg(long, value_enum)]
+    precision: autograph_device::commands::PrecisionArg,
+    /// The figures that chose it, kept in the manifest (e.g. "qemu cortex-a72: f32 44.6 M,
+    /// int8 61.3 M instructions per image").
+    #[arg(long)]
+    measured: String,
 }
 
 #[derive(Args, Debug)]
@@ -286,6 +307,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export(args) => export(args),
         Command::Quantize(args) => quantize(args),
         Command::CheckBundle(args) => check_bundle(args),
+        Command::TargetPrecision(args) => {
+            let manifest =
+                bundle::set_target_precision(&args.bundle, &args.target, args.precision.into(), &args.measured)?;
+            for (key, target) in &manifest.target_precision {
+                println!("{key}: {:?} ({})", target.precision, target.measured);
+            }
+            println!("elsewhere: {:?}", manifest.default_precision);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Eval(args) => autograph_trainer::eval::run_cli(args),
         Command::Quickstart(args) => autograph_trainer::quickstart::run_cli(args),
         Command::EvalDynamic(args) => autograph_trainer::dynamic::run_cli(args),

@@ -275,7 +275,7 @@ pub fn run(args: &QuickstartArgs) -> Result<(QuickstartSummary, EvaluationReport
         seconds: steps.started.elapsed().as_secs_f64(),
         seconds_training,
         split,
-        default_precision: precision_name(manifest.default_precision).into(),
+        default_precision: precision_name(manifest.precision_for(&autograph_shared::manifest::target_keys()).0).into(),
         kiosk,
         fusion,
     };

@@ -30,6 +30,7 @@ fn write_bundle(dir: &Path) {
         f32_model: describe_model_file(dir, MODEL_F32_FILE, calibration).expect("describe"),
         int8_model: None,
         default_precision: Precision::F32,
+        target_precision: Default::default(),
         provenance: Provenance {
             dataset: "test".into(),
             dataset_content_hash: "0".into(),
@@ -78,4 +79,42 @@ fn a_good_bundle_passes_and_damaged_ones_exit_2() {
     let (code, err) = check(&dir.join("nope"));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("nope"), "{err}");
+}
+
+fn target_precision(dir: &Path, target: &str, precision: &str) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_autograph-train"))
+        .args(["target-precision", "--bundle"])
+        .arg(dir)
+        .args(["--target", target, "--precision", precision, "--measured", "qemu cortex-a72: f32 29 M, int8 32 M"])
+        .output()
+        .expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[test]
+fn target_precision_is_recorded_with_its_measurement_and_checked() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    write_bundle(dir);
+    let (code, out) = target_precision(dir, "aarch64", "f32");
+    assert_eq!(code, 0, "{out}");
+    let manifest = Manifest::load(dir).expect("manifest");
+    let entry = &manifest.target_precision["aarch64"];
+    assert_eq!(entry.precision, Precision::F32);
+    assert!(entry.measured.contains("cortex-a72"), "{entry:?}");
+    let keys = vec!["aarch64".to_string()];
+    assert_eq!(manifest.precision_for(&keys), (Precision::F32, Some("aarch64")));
+
+    // No int8 model in this bundle: refused, and the manifest is unchanged.
+    let (code, out) = target_precision(dir, "aarch64+dotprod", "int8");
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("no Int8 model"), "{out}");
+    // Not a CPU name.
+    let (code, out) = target_precision(dir, "../arm", "f32");
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("not a CPU name"), "{out}");
+    assert_eq!(Manifest::load(dir).expect("manifest"), manifest);
 }

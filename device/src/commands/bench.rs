@@ -36,6 +36,7 @@ use serde::Serialize;
 use super::{BundleArgs, CommandError, Exit, OperatingPoint, Point, Report};
 use crate::crypt::KeyFile;
 use crate::decision::{self, FusionPolicy, Modality, Policy};
+use crate::engine::tract::{OpCost, TractEmbedder};
 use crate::engine::{Bundle, Engine, EngineOptions, Runtime, precision_name, rule_name};
 use crate::replay;
 use crate::store::{self, GalleryFile};
@@ -80,6 +81,12 @@ pub struct BenchJson {
     pub threads: usize,
     /// Model input, `[height, width]`.
     pub input: [u32; 2],
+    /// What this CPU is called in the manifest's `target_precision` (most specific first).
+    pub target_keys: Vec<String>,
+    /// The precision the kiosk uses here when none is asked for, and the `target_precision`
+    /// key that chose it (`null`: the manifest's `default_precision`).
+    pub default_precision: &'static str,
+    pub default_precision_from: Option<String>,
     /// The image used: a path, or `synthetic WxH`.
     pub image: String,
     pub preprocess_ms: Stats,
@@ -87,6 +94,9 @@ pub struct BenchJson {
     pub embed_ms: BTreeMap<String, Stats>,
     /// Decode + preprocess + embed + score + replay check, same keys.
     pub verify_ms: BTreeMap<String, Stats>,
+    /// Where tract's embedding time goes, by operator, keyed `f32` / `int8`: the mean over
+    /// `--runs` profiled runs (timing each node adds a little to the total).
+    pub tract_ops_ms: BTreeMap<String, Vec<OpCost>>,
     /// Keyed by template count (`"1000"`, `"10000"`).
     pub knn_ms: BTreeMap<String, Stats>,
     /// Runtimes that could not be measured, and why.
@@ -197,6 +207,16 @@ pub fn run(args: &BenchArgs) -> Result<Report, CommandError> {
         }
     }
 
+    let mut tract_ops_ms = BTreeMap::new();
+    for precision in [Precision::F32, Precision::Int8] {
+        if bundle.manifest().model(precision).is_some() {
+            let bytes = bundle.read_model(precision)?;
+            let mut embedder = TractEmbedder::load(&bytes, &bundle.model_path(precision), bundle.manifest())?;
+            let ops = embedder.profile_ops(&preprocessed, runs).map_err(|e| CommandError::Usage(e.0))?;
+            tract_ops_ms.insert(precision_name(precision).to_string(), ops);
+        }
+    }
+
     let mut knn_ms = BTreeMap::new();
     for size in KNN_SIZES {
         knn_ms.insert(size.to_string(), measure_knn(size, runs));
@@ -206,15 +226,21 @@ pub fn run(args: &BenchArgs) -> Result<Report, CommandError> {
     let gallery_file = measure_gallery_file(runs)?;
     let pen = measure_pen(runs)?;
 
+    let target_keys = autograph_shared::manifest::target_keys();
+    let (default_precision, default_precision_from) = bundle.manifest().precision_for(&target_keys);
     let json = BenchJson {
         command: "bench",
         runs: args.runs,
         threads: 1,
         input: [config.height, config.width],
+        default_precision: precision_name(default_precision),
+        default_precision_from: default_precision_from.map(str::to_string),
+        target_keys,
         image: image_name,
         preprocess_ms,
         embed_ms,
         verify_ms,
+        tract_ops_ms,
         knn_ms,
         unavailable,
         adaptive,
@@ -552,6 +578,14 @@ fn table(j: &BenchJson) -> String {
         let ratio = ratio.map_or_else(String::new, |r| format!("{r:.2}x"));
         out.push_str(&format!("{name:<34}{:>11.3}{:>11.3}{ratio:>10}\n", s.median, s.p95));
     };
+    out.push_str(&format!(
+        "this CPU: {}; default precision here {} ({})\n",
+        j.target_keys.join(", "),
+        j.default_precision,
+        j.default_precision_from
+            .as_ref()
+            .map_or_else(|| "the manifest's default_precision".to_string(), |k| format!("target_precision.{k}"))
+    ));
     row(&mut out, "preprocess", &j.preprocess_ms, None);
     for (what, map) in [("embed", &j.embed_ms), ("verify (end to end)", &j.verify_ms)] {
         for (key, s) in map {
@@ -559,6 +593,14 @@ fn table(j: &BenchJson) -> String {
             let ratio = map.get(&ort_key).map(|o| s.median / o.median);
             row(&mut out, &format!("{what} {key}"), s, ratio);
         }
+    }
+    for (precision, ops) in &j.tract_ops_ms {
+        let total: f64 = ops.iter().map(|o| o.ms).sum();
+        out.push_str(&format!("tract {precision} by operator (profiled, {total:.3} ms in all):"));
+        for op in ops.iter().filter(|o| o.ms >= 0.01 * total) {
+            out.push_str(&format!(" {} x{} {:.3} ms ({:.0}%);", op.op, op.nodes, op.ms, 100.0 * op.ms / total));
+        }
+        out.push('\n');
     }
     for size in KNN_SIZES {
         if let Some(s) = j.knn_ms.get(&size.to_string()) {

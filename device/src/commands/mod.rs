@@ -120,7 +120,8 @@ pub struct RuntimeArgs {
     /// Inference runtime.
     #[arg(long, value_enum, default_value_t = Runtime::Tract)]
     pub runtime: Runtime,
-    /// Model precision [default: the manifest's default_precision].
+    /// Model precision [default: the one the manifest records as measured best on this CPU
+    /// (`target_precision`, shown by `bench`), else its `default_precision`].
     #[arg(long, value_enum)]
     pub precision: Option<PrecisionArg>,
     /// Intra-op threads for ONNX Runtime (tract runs on one thread).

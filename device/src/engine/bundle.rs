@@ -85,9 +85,10 @@ impl Bundle {
         self.manifest.model_identity()
     }
 
-    /// The precision used when none is asked for: the manifest's `default_precision`.
+    /// The precision used when none is asked for: the one the manifest records as measured
+    /// best on this CPU (`target_precision`), else its `default_precision`.
     pub fn precision_or_default(&self, precision: Option<Precision>) -> Precision {
-        precision.unwrap_or(self.manifest.default_precision)
+        precision.unwrap_or_else(|| self.manifest.precision_for(&autograph_shared::manifest::target_keys()).0)
     }
 
     /// Thresholds and replay level calibrated with the model of `precision` (int8 scores

@@ -89,7 +89,7 @@ impl fmt::Debug for Engine {
 #[derive(Debug, Clone, Copy)]
 pub struct EngineOptions {
     pub runtime: Runtime,
-    /// `None`: the manifest's `default_precision`.
+    /// `None`: the manifest's choice for this CPU (`target_precision`, else `default_precision`).
     pub precision: Option<Precision>,
     /// Intra-op threads for ONNX Runtime (tract is built single-threaded).
     pub threads: usize,

@@ -448,6 +448,7 @@ pub fn write_bundle_files(
         f32_model: describe_model_file(dir, MODEL_F32_FILE, calibration()).expect("describe f32"),
         int8_model: Some(describe_model_file(dir, MODEL_INT8_FILE, calibration()).expect("describe int8")),
         default_precision: Precision::F32,
+        target_precision: Default::default(),
         provenance: Provenance {
             dataset: "synthetic".into(),
             dataset_content_hash: "00".into(),
