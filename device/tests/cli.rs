@@ -675,7 +675,6 @@ fn bench_reports_every_figure() {
             "preprocess_ms",
             "embed_ms",
             "verify_ms",
-            "tract_ops_ms",
             "knn_ms",
             "unavailable",
             "adaptive",
@@ -694,20 +693,6 @@ fn bench_reports_every_figure() {
     );
     assert_eq!(j["default_precision"], "f32");
     assert!(j["default_precision_from"].is_null(), "{j}");
-    // Per-operator profile of both models: the matrix products are there, and the parts add
-    // up to a time of the order of the embedding's.
-    for precision in ["f32", "int8"] {
-        let ops = j["tract_ops_ms"][precision].as_array().expect("ops");
-        assert!(ops.iter().any(|o| o["op"].as_str().is_some_and(|op| op.contains("MatMul"))), "{j}");
-        assert!(ops.iter().all(|o| o["ms"].as_f64().is_some_and(|ms| ms >= 0.0) && o["nodes"].as_u64() >= Some(1)));
-        let total: f64 = ops.iter().filter_map(|o| o["ms"].as_f64()).sum();
-        assert!(total > 0.0, "{j}");
-    }
-    assert_keys(
-        &j["pen"],
-        &["references", "samples_per_signature", "enroll_dynamic_ms", "decide_ms", "ratio_fused_vs_image"],
-    );
-    assert!(j["pen"]["decide_ms"]["fused"]["median"].as_f64().is_some_and(|v| v > 0.0), "{j}");
     for map in ["embed_ms", "verify_ms"] {
         for key in ["tract_f32", "tract_int8"] {
             assert_keys(&j[map][key], &["median", "p95"]);
@@ -725,7 +710,6 @@ fn bench_reports_every_figure() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
         run.stdout.contains("embed tract_f32")
-            && run.stdout.contains("tract int8 by operator")
             && run.stdout.contains("default precision here f32 (the manifest's default_precision)")
             && run.stdout.contains("knn top-5, 10000 templates")
             && run.stdout.contains("decide, classifier rule")

@@ -77,14 +77,21 @@ pub struct TargetPrecision {
 }
 
 /// The keys of [`Manifest::target_precision`] that describe the CPU this code runs on, most
-/// specific first: the architecture with the extension that changes which model is faster,
-/// then the architecture alone.
+/// specific first: the architecture with each extension that changes which of tract's kernels
+/// run (on aarch64, SVE2 selects its SVE kernels, where int8 costs more than f32; without it the
+/// dot product makes int8 the cheaper; measured in README "Speed on the kiosk"), then the
+/// architecture alone.
 pub fn target_keys() -> Vec<String> {
     let arch = std::env::consts::ARCH;
-    let mut keys = Vec::with_capacity(2);
+    let mut keys = Vec::with_capacity(3);
     #[cfg(target_arch = "aarch64")]
-    if std::arch::is_aarch64_feature_detected!("dotprod") {
-        keys.push(format!("{arch}+dotprod"));
+    {
+        if std::arch::is_aarch64_feature_detected!("sve2") {
+            keys.push(format!("{arch}+sve2"));
+        }
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            keys.push(format!("{arch}+dotprod"));
+        }
     }
     keys.push(arch.to_string());
     keys

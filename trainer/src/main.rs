@@ -78,7 +78,8 @@ struct TargetPrecisionArgs {
     #[arg(long)]
     bundle: PathBuf,
     /// The CPU, as the kiosk names it (`autograph bench` prints it): `aarch64`,
-    /// `aarch64+dotprod` (Armv8.2 dot product: Cortex-A55/A76 and later), `x86_64`, ...
+    /// `aarch64+dotprod` (Armv8.2 dot product: Cortex-A55/A76, Neoverse-N1), `aarch64+sve2`
+    /// (Armv9 cores: tract runs its SVE kernels there), `x86_64`, ...
     #[arg(long)]
     target: String,
     #[arg(long, value_enum)]

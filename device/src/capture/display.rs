@@ -87,10 +87,19 @@ impl Headless {
         })
     }
 
+    /// Writes the frame as a PNG file. The PNG encoder is named directly rather than through
+    /// `save_with_format`, whose format switch links every encoder `image` has (the kiosk
+    /// binary's size budget).
     pub fn save_png(&self, path: &Path) -> Result<(), DisplayError> {
-        self.to_image()
-            .save_with_format(path, image::ImageFormat::Png)
-            .map_err(|source| DisplayError::Save { path: path.to_path_buf(), source })
+        use image::ImageEncoder;
+        let save_err = |source| DisplayError::Save { path: path.to_path_buf(), source };
+        let image = self.to_image();
+        let file = std::fs::File::create(path).map_err(|e| save_err(image::ImageError::IoError(e)))?;
+        let mut writer = std::io::BufWriter::new(file);
+        image::codecs::png::PngEncoder::new(&mut writer)
+            .write_image(image.as_raw(), image.width(), image.height(), image::ExtendedColorType::Rgb8)
+            .map_err(save_err)?;
+        std::io::Write::flush(&mut writer).map_err(|e| save_err(image::ImageError::IoError(e)))
     }
 }
 

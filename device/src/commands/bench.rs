@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::io::Cursor;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -28,7 +27,7 @@ use autograph_shared::gallery::{EMBEDDING_DIM, Gallery, KioskGallery, Template};
 use autograph_shared::manifest::Precision;
 use autograph_shared::online::{DynamicSettings, DynamicTemplate, Fusion, ScoreStats, Trajectory};
 use autograph_shared::strokes::synth;
-use image::{GrayImage, ImageFormat, Luma};
+use image::{GrayImage, ImageEncoder, Luma};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -36,7 +35,6 @@ use serde::Serialize;
 use super::{BundleArgs, CommandError, Exit, OperatingPoint, Point, Report};
 use crate::crypt::KeyFile;
 use crate::decision::{self, FusionPolicy, Modality, Policy};
-use crate::engine::tract::{OpCost, TractEmbedder};
 use crate::engine::{Bundle, Engine, EngineOptions, Runtime, precision_name, rule_name};
 use crate::replay;
 use crate::store::{self, GalleryFile};
@@ -94,9 +92,6 @@ pub struct BenchJson {
     pub embed_ms: BTreeMap<String, Stats>,
     /// Decode + preprocess + embed + score + replay check, same keys.
     pub verify_ms: BTreeMap<String, Stats>,
-    /// Where tract's embedding time goes, by operator, keyed `f32` / `int8`: the mean over
-    /// `--runs` profiled runs (timing each node adds a little to the total).
-    pub tract_ops_ms: BTreeMap<String, Vec<OpCost>>,
     /// Keyed by template count (`"1000"`, `"10000"`).
     pub knn_ms: BTreeMap<String, Stats>,
     /// Runtimes that could not be measured, and why.
@@ -207,16 +202,6 @@ pub fn run(args: &BenchArgs) -> Result<Report, CommandError> {
         }
     }
 
-    let mut tract_ops_ms = BTreeMap::new();
-    for precision in [Precision::F32, Precision::Int8] {
-        if bundle.manifest().model(precision).is_some() {
-            let bytes = bundle.read_model(precision)?;
-            let mut embedder = TractEmbedder::load(&bytes, &bundle.model_path(precision), bundle.manifest())?;
-            let ops = embedder.profile_ops(&preprocessed, runs).map_err(|e| CommandError::Usage(e.0))?;
-            tract_ops_ms.insert(precision_name(precision).to_string(), ops);
-        }
-    }
-
     let mut knn_ms = BTreeMap::new();
     for size in KNN_SIZES {
         knn_ms.insert(size.to_string(), measure_knn(size, runs));
@@ -240,7 +225,6 @@ pub fn run(args: &BenchArgs) -> Result<Report, CommandError> {
         preprocess_ms,
         embed_ms,
         verify_ms,
-        tract_ops_ms,
         knn_ms,
         unavailable,
         adaptive,
@@ -563,10 +547,16 @@ pub fn synthetic_signature(width: u32, height: u32) -> Vec<u8> {
     for p in img.pixels_mut() {
         p.0[0] = p.0[0].saturating_add_signed(rng.random_range(-6i8..=6));
     }
-    let mut out = Cursor::new(Vec::new());
-    // Encoding an in-memory 8-bit image to PNG cannot fail.
-    let _ = img.write_to(&mut out, ImageFormat::Png);
-    out.into_inner()
+    let mut out = Vec::new();
+    // Encoding an in-memory 8-bit image to PNG cannot fail. The encoder is named directly (see
+    // `Headless::save_png`).
+    let _ = image::codecs::png::PngEncoder::new(&mut out).write_image(
+        img.as_raw(),
+        img.width(),
+        img.height(),
+        image::ExtendedColorType::L8,
+    );
+    out
 }
 
 fn table(j: &BenchJson) -> String {
@@ -593,14 +583,6 @@ fn table(j: &BenchJson) -> String {
             let ratio = map.get(&ort_key).map(|o| s.median / o.median);
             row(&mut out, &format!("{what} {key}"), s, ratio);
         }
-    }
-    for (precision, ops) in &j.tract_ops_ms {
-        let total: f64 = ops.iter().map(|o| o.ms).sum();
-        out.push_str(&format!("tract {precision} by operator (profiled, {total:.3} ms in all):"));
-        for op in ops.iter().filter(|o| o.ms >= 0.01 * total) {
-            out.push_str(&format!(" {} x{} {:.3} ms ({:.0}%);", op.op, op.nodes, op.ms, 100.0 * op.ms / total));
-        }
-        out.push('\n');
     }
     for size in KNN_SIZES {
         if let Some(s) = j.knn_ms.get(&size.to_string()) {

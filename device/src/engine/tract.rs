@@ -72,49 +72,6 @@ impl TractEmbedder {
     }
 }
 
-/// Time spent in one kind of tract operator per embedding (see [`TractEmbedder::profile_ops`]).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct OpCost {
-    /// tract's operator name after optimisation (e.g. `Conv`, `OptMatMul`, `MaxPool`).
-    pub op: String,
-    /// Nodes of this operator in the plan.
-    pub nodes: usize,
-    /// Mean milliseconds per embedding over the profiled runs.
-    pub ms: f64,
-}
-
-impl TractEmbedder {
-    /// Runs the optimised plan `runs` times on `image`, timing every node, and sums the time by
-    /// operator kind, most expensive first: where an embedding's time goes (what `bench` prints
-    /// per precision).
-    pub fn profile_ops(&mut self, image: &Preprocessed, runs: usize) -> Result<Vec<OpCost>, EmbedError> {
-        check_input(image, self.height, self.width)?;
-        let mut costs: std::collections::BTreeMap<String, (std::collections::BTreeSet<usize>, f64)> =
-            Default::default();
-        for _ in 0..runs.max(1) {
-            let input = Tensor::from_shape(&[1, 1, self.height, self.width], &image.pixels)
-                .map_err(|e| EmbedError(format!("{e:#}")))?;
-            guarded(|| {
-                self.state.run_plan_with_eval(tvec!(input.into_tvalue()), |context, state, node, inputs| {
-                    let started = std::time::Instant::now();
-                    let outputs = tract_onnx::tract_core::plan::eval(context, state, node, inputs);
-                    let entry = costs.entry(node.op().name().to_string()).or_default();
-                    entry.0.insert(node.id);
-                    entry.1 += started.elapsed().as_secs_f64() * 1e3;
-                    outputs
-                })
-            })
-            .map_err(|e| EmbedError(format!("{e:#}")))?;
-        }
-        let mut costs: Vec<OpCost> = costs
-            .into_iter()
-            .map(|(op, (nodes, ms))| OpCost { op, nodes: nodes.len(), ms: ms / runs.max(1) as f64 })
-            .collect();
-        costs.sort_by(|a, b| b.ms.total_cmp(&a.ms));
-        Ok(costs)
-    }
-}
-
 /// Runs a tract call, turning a panic into an error. tract `unwrap`s where a malformed graph
 /// can reach (found by fuzzing: a ReduceL2 axis beyond its input's rank panics in shape
 /// inference), and a model file is input. The kiosk build aborts on panic instead, where the
