@@ -2,25 +2,11 @@
  * address and prints them at exit ("pc count" lines after "start_code: ADDR", where the
  * program's text was loaded), for attributing an
  * embedding's cost to functions (scripts/arm-profile maps addresses to symbols).
- * Same header situation as insn-count.c: the few plugin API declarations (version 1, QEMU 7.2)
- * are written out here. Build: gcc -shared -fPIC -O2 -o insn-profile.so insn-profile.c
+ * API declarations: plugin-api.h. Build: gcc -shared -fPIC -O2 -o insn-profile.so insn-profile.c
  * Use: qemu-aarch64 -L /usr/aarch64-linux-gnu -plugin ./insn-profile.so -d plugin PROGRAM... */
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <stdbool.h>
-#include <stddef.h>
-typedef uint64_t qemu_plugin_id_t;
-struct qemu_plugin_tb;
-enum qemu_plugin_op { QEMU_PLUGIN_INLINE_ADD_U64 };
-__attribute__((visibility("default"))) int qemu_plugin_version = 1;
-extern void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t, void (*)(qemu_plugin_id_t, struct qemu_plugin_tb *));
-extern size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *);
-extern uint64_t qemu_plugin_tb_vaddr(const struct qemu_plugin_tb *);
-extern uint64_t qemu_plugin_start_code(void);
-extern void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb *, enum qemu_plugin_op, void *, uint64_t);
-extern void qemu_plugin_register_atexit_cb(qemu_plugin_id_t, void (*)(qemu_plugin_id_t, void *), void *);
-extern void qemu_plugin_outs(const char *);
+#include "plugin-api.h"
 
 /* Open addressing on the block's start address; a block translated again (a new TB for the
  * same code) adds to the same slot. 2^21 slots: far more blocks than one program executes. */
