@@ -243,7 +243,10 @@ pub struct QuantizeSummary {
     pub latency_ms: serde_json::Value,
     pub f32_bytes: u64,
     pub int8_bytes: u64,
+    /// The precision measured best on this machine's CPU, recorded for `target` in the
+    /// manifest's `target_precision` (other CPUs keep the manifest's f32 default).
     pub default_precision: Precision,
+    pub target: String,
     pub why: String,
 }
 
@@ -319,10 +322,10 @@ pub fn quantize_bundle(bundle: &Path, data: &[PathBuf]) -> Result<(Manifest, Qua
     manifest.default_precision = Precision::F32;
     let host = autograph_shared::manifest::target_keys().pop().unwrap_or_else(|| std::env::consts::ARCH.to_string());
     manifest.target_precision.insert(
-        host,
+        host.clone(),
         TargetPrecision {
             precision: default_precision,
-            measured: format!("tract, 1 thread, median of {}: f32 {f32_ms:.2} ms, int8 {int8_ms:.2} ms", latency.runs),
+            measured: format!("{why} (tract, 1 thread, median of {} runs)", latency.runs),
         },
     );
     let mut metrics = manifest.test_metrics.as_object().cloned().unwrap_or_default();
@@ -341,6 +344,7 @@ pub fn quantize_bundle(bundle: &Path, data: &[PathBuf]) -> Result<(Manifest, Qua
         f32_bytes: f32_bytes.len() as u64,
         int8_bytes: quantized.onnx.len() as u64,
         default_precision,
+        target: host,
         why,
     };
     let report_path = bundle.join("quantize_report.json");

@@ -537,9 +537,10 @@ fn quantize(args: QuantizeArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         println!(
-            "int8 model: {} bytes ({:.0}% of f32); default precision {:?}: {}",
+            "int8 model: {} bytes ({:.0}% of f32); kiosks on this CPU ({}) use {:?}: {}",
             summary.int8_bytes,
             100.0 * summary.int8_bytes as f64 / summary.f32_bytes.max(1) as f64,
+            summary.target,
             summary.default_precision,
             summary.why
         );
