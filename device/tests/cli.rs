@@ -693,6 +693,11 @@ fn bench_reports_every_figure() {
     );
     assert_eq!(j["default_precision"], "f32");
     assert!(j["default_precision_from"].is_null(), "{j}");
+    assert_keys(
+        &j["pen"],
+        &["references", "samples_per_signature", "enroll_dynamic_ms", "decide_ms", "ratio_fused_vs_image"],
+    );
+    assert!(j["pen"]["decide_ms"]["fused"]["median"].as_f64().is_some_and(|v| v > 0.0), "{j}");
     for map in ["embed_ms", "verify_ms"] {
         for key in ["tract_f32", "tract_int8"] {
             assert_keys(&j[map][key], &["median", "p95"]);

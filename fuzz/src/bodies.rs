@@ -4,7 +4,7 @@
 //! a crash.
 //!
 //! This file is compiled twice: into the `autograph-fuzz` crate (the libFuzzer targets) and,
-//! through `#[path]`, into tests/tests/fuzz_replay.rs, which replays `fuzz/corpus/<target>/`
+//! through `#[path]`, into tests/tests/fuzz_replay.rs, which replays the seeds of `seeds.rs`
 //! and `fuzz/regressions/<target>/` on stable. So it uses only crates both have:
 //! autograph_shared, autograph_device, embedded_graphics, evdev, libc, serde_json, tempfile.
 
@@ -29,7 +29,7 @@ use evdev::InputEvent;
 /// What a target runs on one input.
 pub type Body = fn(&[u8]);
 
-/// Every target, by name: the directory names under fuzz/corpus and fuzz/regressions.
+/// Every target, by name: the directory names of its seeds and under fuzz/regressions.
 pub const TARGETS: [(&str, Body); 11] = [
     ("preprocess", preprocess),
     ("palette_tiff", palette_tiff),

@@ -1,8 +1,9 @@
-//! The committed seed corpora, `fuzz/corpus/<target>/`, made in code: synthetic signatures
-//! (`shared::strokes::synth`), never a file of the research data sets. Regenerate with
+//! The seed corpora, made in code: synthetic signatures (`shared::strokes::synth`), never a
+//! file of the research data sets. Not committed: the replay test runs them from memory, and
+//! `scripts/fuzz` writes them to `fuzz/work/seeds/<target>/` with
 //!
 //! ```sh
-//! cargo test -p autograph-tests --test fuzz_replay -- --ignored write_seed_corpus
+//! AUTOGRAPH_SEED_DIR=fuzz/work/seeds cargo test -p autograph-tests --test fuzz_replay -- --ignored write_seed_corpus
 //! ```
 //!
 //! Included by tests/tests/fuzz_replay.rs next to `bodies.rs` (it needs prost and tract's

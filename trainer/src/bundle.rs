@@ -320,7 +320,11 @@ pub fn quantize_bundle(bundle: &Path, data: &[PathBuf]) -> Result<(Manifest, Qua
         )?);
     }
     manifest.default_precision = Precision::F32;
-    let host = autograph_shared::manifest::target_keys().pop().unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    // The most specific key: a measurement on a dot-product ARM core says nothing of one without.
+    let host = autograph_shared::manifest::target_keys()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     manifest.target_precision.insert(
         host.clone(),
         TargetPrecision {
