@@ -48,30 +48,119 @@ const SUBDIVISION: usize = 5;
 pub fn signature(writer: u64, sample: u64, width: u32, height: u32) -> Result<Recording, StrokeError> {
     let mut style = ChaCha8Rng::seed_from_u64(writer);
     let mut jitter = ChaCha8Rng::seed_from_u64(writer.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ sample.wrapping_add(1));
+    let hand = Hand::of_writer(&mut style);
+    draw(&hand, None, &mut jitter, width, height)
+}
 
-    // The writer: a name of 4-7 letters, slant, letter width, pressure.
-    let letters: Vec<usize> = (0..style.random_range(4..=7)).map(|_| style.random_range(0..LETTERS.len())).collect();
-    let slant = style.random_range(-0.1f32..0.45);
-    let stretch = style.random_range(0.8f32..1.3);
-    let pressure = style.random_range(0.35f32..0.7);
-    let flourish = style.random_bool(0.6);
+/// A skilled forgery of synthetic writer `writer` by forger `forger` (its `sample`-th attempt),
+/// fitted into a `width` x `height` box.
+///
+/// The forger has seen the writer's signatures and copies their letters, capital and flourish,
+/// but not the hand behind them: the slant and the width of the letters are off by the forger's
+/// own habits, each letter's height and baseline a little more (proportion errors), the line
+/// trembles (a copied signature is drawn slowly), its pressure is heavier and more even, and
+/// the attempts vary more than the writer's own signatures do. The forger's habits are fixed by
+/// `forger`, the attempt's variation by `sample`.
+pub fn skilled_forgery(
+    writer: u64,
+    forger: u64,
+    sample: u64,
+    width: u32,
+    height: u32,
+) -> Result<Recording, StrokeError> {
+    let mut style = ChaCha8Rng::seed_from_u64(writer);
+    let hand = Hand::of_writer(&mut style);
+    let mut habits = ChaCha8Rng::seed_from_u64(forger.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ writer);
+    let copy = Copying::of_forger(&mut habits, hand.letters.len());
+    let mut jitter = ChaCha8Rng::seed_from_u64(
+        forger.wrapping_mul(0x94D0_49BB_1331_11EB) ^ writer.rotate_left(17) ^ sample.wrapping_add(1),
+    );
+    draw(&hand, Some(&copy), &mut jitter, width, height)
+}
+
+/// What fixes a synthetic writer's signature: the name, slant, letter width and pen pressure.
+struct Hand {
+    letters: Vec<usize>,
+    slant: f32,
+    stretch: f32,
+    pressure: f32,
+    flourish: bool,
+}
+
+impl Hand {
+    fn of_writer(style: &mut ChaCha8Rng) -> Self {
+        // A name of 4-7 letters, slant, letter width, pressure.
+        let letters: Vec<usize> =
+            (0..style.random_range(4..=7)).map(|_| style.random_range(0..LETTERS.len())).collect();
+        let slant = style.random_range(-0.1f32..0.45);
+        let stretch = style.random_range(0.8f32..1.3);
+        let pressure = style.random_range(0.35f32..0.7);
+        let flourish = style.random_bool(0.6);
+        Self { letters, slant, stretch, pressure, flourish }
+    }
+}
+
+/// How one forger copies a hand (see [`skilled_forgery`]).
+struct Copying {
+    slant: f32,
+    stretch: f32,
+    /// Height and baseline shift of each letter, in x-heights.
+    letter_scale: Vec<f32>,
+    letter_shift: Vec<f32>,
+    /// Amplitude of the tremor, in x-heights.
+    tremor: f32,
+    pressure: f32,
+    /// Control-point jitter of an attempt (the writer's own is 0.06).
+    wobble: f32,
+}
+
+impl Copying {
+    fn of_forger(habits: &mut ChaCha8Rng, letters: usize) -> Self {
+        Self {
+            slant: habits.random_range(-0.15f32..0.15),
+            stretch: habits.random_range(0.85f32..1.2),
+            letter_scale: (0..letters).map(|_| habits.random_range(0.8f32..1.25)).collect(),
+            letter_shift: (0..letters).map(|_| habits.random_range(-0.12f32..0.12)).collect(),
+            tremor: habits.random_range(0.01f32..0.035),
+            pressure: habits.random_range(1.05f32..1.35),
+            wobble: habits.random_range(0.07f32..0.11),
+        }
+    }
+}
+
+/// One signature of `hand`, or a forger's copy of it, as a pen recording in the box.
+fn draw(
+    hand: &Hand,
+    copy: Option<&Copying>,
+    jitter: &mut ChaCha8Rng,
+    width: u32,
+    height: u32,
+) -> Result<Recording, StrokeError> {
+    let (mut slant, mut stretch, mut pressure) = (hand.slant, hand.stretch, hand.pressure);
+    if let Some(c) = copy {
+        slant += c.slant;
+        stretch *= c.stretch;
+        pressure = (pressure * c.pressure).min(0.95);
+    }
+    let wobble_by = copy.map_or(0.06, |c| c.wobble);
 
     // The sample: the same hand, not the same pixels.
     let slant = slant + jitter.random_range(-0.05f32..0.05);
     let stretch = stretch * jitter.random_range(0.95f32..1.05);
-    let mut wobble = |v: f32| v + jitter.random_range(-0.06f32..0.06);
+    let mut wobble = |v: f32| v + jitter.random_range(-wobble_by..wobble_by);
 
     let mut shapes: Vec<Vec<(f32, f32)>> = Vec::new();
     shapes.push(CAPITAL.iter().map(|&(x, y)| (wobble(x * stretch), wobble(y))).collect());
     let mut origin = 1.3 * stretch;
     let mut word = Vec::new();
-    for &letter in &letters {
+    for (k, &letter) in hand.letters.iter().enumerate() {
         let (points, advance) = LETTERS[letter];
-        word.extend(points.iter().map(|&(x, y)| (wobble(origin + x * stretch), wobble(y))));
+        let (scale, shift) = copy.map_or((1.0, 0.0), |c| (c.letter_scale[k], c.letter_shift[k]));
+        word.extend(points.iter().map(|&(x, y)| (wobble(origin + x * stretch), wobble(y * scale + shift))));
         origin += advance * stretch;
     }
     shapes.push(word);
-    if flourish {
+    if hand.flourish {
         let (y, end) = (wobble(-0.45), origin);
         shapes.push(vec![(0.2, wobble(-0.2)), (end * 0.4, y), (end * 0.8, y + 0.05), (end, wobble(0.0))]);
     }
@@ -81,23 +170,30 @@ pub fn signature(writer: u64, sample: u64, width: u32, height: u32) -> Result<Re
             *x += slant * *y;
         }
     }
-    let placement = Placement::fit(&shapes, width, height, jitter.random_range(0.8f32..0.9), &mut jitter);
+    let mut paths: Vec<Vec<(f32, f32)>> = shapes.iter().map(|s| spline(s)).collect();
+    if let Some(c) = copy {
+        for path in &mut paths {
+            tremble(path, c.tremor, jitter);
+        }
+    }
+    let placement = Placement::fit(&shapes, width, height, jitter.random_range(0.8f32..0.9), jitter);
 
     let mut strokes: Vec<Stroke> = Vec::new();
     let mut t = 0u32;
-    for shape in &shapes {
-        let path = spline(shape);
+    for path in &paths {
         let last = path.len().saturating_sub(1).max(1) as f32;
+        // A forger draws slowly and presses evenly: less rise and fall of the pressure.
+        let swing = if copy.is_some() { 0.8 } else { 2.2 };
         let stroke = path
             .iter()
             .enumerate()
             .map(|(i, &(x, y))| {
                 // Pressure rises after touch-down and falls before lift-off: 4u(1-u).
                 let u = i as f32 / last;
-                let p = (pressure * (0.45 + 2.2 * u * (1.0 - u))).clamp(0.05, 1.0);
+                let p = (pressure * (0.45 + swing * u * (1.0 - u))).clamp(0.05, 1.0);
                 let (sx, sy) = placement.apply(x, y);
                 let point = Point::new(round1(sx), round1(sy), t, Some(round2(p)));
-                t += SAMPLE_MS;
+                t += if copy.is_some() { 2 * SAMPLE_MS } else { SAMPLE_MS };
                 point
             })
             .collect();
@@ -106,6 +202,18 @@ pub fn signature(writer: u64, sample: u64, width: u32, height: u32) -> Result<Re
     }
     // The placement clamps every point into the box.
     Recording::new(width, height, strokes)
+}
+
+/// Adds a slow tremor to a path: a smoothed random walk (each step keeps 80% of the last
+/// offset), `amplitude` x-heights at most.
+fn tremble(path: &mut [(f32, f32)], amplitude: f32, rng: &mut ChaCha8Rng) {
+    let (mut dx, mut dy) = (0.0f32, 0.0f32);
+    for (x, y) in path.iter_mut() {
+        dx = 0.8 * dx + 0.2 * rng.random_range(-1.0f32..1.0);
+        dy = 0.8 * dy + 0.2 * rng.random_range(-1.0f32..1.0);
+        *x += amplitude * 2.5 * dx;
+        *y += amplitude * 2.5 * dy;
+    }
 }
 
 /// Maps signature units (y up) into the box (y down), scaled to fill `fill` of it and shifted a
@@ -195,5 +303,48 @@ mod tests {
             assert!(signature(7, 3, size.0, size.1).is_ok_and(|r| r.validate().is_ok()), "{size:?}");
         }
         assert!(signature(1, 1, 0, 10).is_err());
+    }
+
+    /// Mean absolute pixel difference of two preprocessed images.
+    fn distance(a: &crate::preprocess::Preprocessed, b: &crate::preprocess::Preprocessed) -> f32 {
+        a.pixels.iter().zip(&b.pixels).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.pixels.len() as f32
+    }
+
+    fn preprocessed(recording: &Recording) -> crate::preprocess::Preprocessed {
+        let image = crate::strokes::raster::rasterise(recording, &crate::strokes::raster::RasterConfig::default())
+            .expect("rasterised");
+        crate::preprocess::preprocess_gray(&image, &crate::PreprocessConfig::default()).expect("preprocess accepts it")
+    }
+
+    #[test]
+    fn skilled_forgeries_are_valid_reproducible_and_between_the_writer_and_others() {
+        let f = skilled_forgery(1, 9, 0, 780, 330).expect("valid");
+        assert!(f.validate().is_ok());
+        assert_eq!(f, skilled_forgery(1, 9, 0, 780, 330).expect("valid"));
+        assert_ne!(f, skilled_forgery(1, 9, 1, 780, 330).expect("valid"), "attempts differ");
+        assert_ne!(f, skilled_forgery(1, 10, 0, 780, 330).expect("valid"), "forgers differ");
+        // Same letters and strokes as the writer's signature, drawn more slowly.
+        let g = signature(1, 0, 780, 330).expect("valid");
+        assert_eq!(f.strokes.len(), g.strokes.len());
+        assert!(f.duration_ms() > g.duration_ms());
+
+        // In the preprocessed images the kiosk sees: a forgery is farther from the writer's
+        // signatures than they are from each other, and nearer than another writer's signature.
+        let (mut genuine, mut forged, mut other) = (0.0, 0.0, 0.0);
+        for writer in 0..12u64 {
+            let refs: Vec<_> = (0..3).map(|s| preprocessed(&signature(writer, s, 780, 330).expect("valid"))).collect();
+            let g = preprocessed(&signature(writer, 3, 780, 330).expect("valid"));
+            let f = preprocessed(&skilled_forgery(writer, 100 + writer, 0, 780, 330).expect("valid"));
+            let o = preprocessed(&signature(writer + 1000, 0, 780, 330).expect("valid"));
+            for r in &refs {
+                genuine += distance(r, &g);
+                forged += distance(r, &f);
+                other += distance(r, &o);
+            }
+        }
+        assert!(genuine < forged && forged < other, "genuine {genuine}, forged {forged}, other {other}");
+        for size in [(100, 40), (1, 1)] {
+            assert!(skilled_forgery(7, 3, 1, size.0, size.1).is_ok_and(|r| r.validate().is_ok()), "{size:?}");
+        }
     }
 }
