@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use autograph_shared::adaptive::{Cohort, DecisionRule};
+use autograph_shared::adaptive::{Cohort, DecisionRule, ScoreMethod};
 use autograph_shared::gallery::{KioskGallery, Template};
 use autograph_shared::manifest::Precision;
 use autograph_shared::online::{Fusion, Trajectory};
@@ -217,7 +217,12 @@ pub fn verify_with_pen(
     let (point, fallback) = if rule == policy.rule {
         (policy.point, policy.note.clone())
     } else {
-        let why = if writer.model().is_none() {
+        let why = if policy.rule.method() == ScoreMethod::Consistency {
+            format!(
+                "{user:?} is enrolled with a single reference and the consistency rule needs two, so the nearest \
+                 rule decided instead; enrol another reference"
+            )
+        } else if writer.model().is_none() {
             format!(
                 "{user:?} has no writer model (enrolled before the bundle had a cohort), so the nearest rule \
                  decided instead of the {} rule; `autograph gallery refit` fits it",

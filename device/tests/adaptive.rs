@@ -68,12 +68,20 @@ const WRITERS: [(&str, u64); 3] = [("alice", 1), ("bob", 2), ("carol", 3)];
 
 #[test]
 fn adaptive_bundle_fits_at_enrolment_and_verifies_by_its_rule() {
-    for (rule, name) in [(DecisionRule::Classifier, "classifier"), (DecisionRule::Normalised, "normalised")] {
+    for (rule, name) in [
+        (DecisionRule::Classifier, "classifier"),
+        (DecisionRule::Normalised, "normalised"),
+        (DecisionRule::Consistency, "consistency"),
+    ] {
         let s = Setup::new();
         let bundle = s.path("bundle");
         write_adaptive_bundle(&bundle, 1, rule);
         let fixture = adaptive_fixture(1);
-        let thresholds = if rule == DecisionRule::Classifier { fixture.classifier } else { fixture.normalised };
+        let thresholds = match rule {
+            DecisionRule::Classifier => fixture.classifier,
+            DecisionRule::Consistency => fixture.consistency,
+            _ => fixture.normalised,
+        };
 
         for (user, writer) in WRITERS {
             let j = s.enroll(&bundle, user, writer, 0..3).json();
@@ -148,6 +156,38 @@ fn adaptive_bundle_fits_at_enrolment_and_verifies_by_its_rule() {
         let run = s.run(&bundle, &["verify", "--precision", "int8", "--user", "carol"], &[&s.sig(3, 26)]);
         assert_eq!((run.code, run.json()["rule"].as_str()), (0, Some(name)), "{run:?}");
     }
+}
+
+/// The consistency rule needs only the references: writers enrolled before the bundle had a
+/// cohort are decided by it as they are; a writer with a single reference falls back to the
+/// nearest rule, and the output says why.
+#[test]
+fn consistency_needs_two_references_and_no_writer_model() {
+    let s = Setup::new();
+    let (old, new) = (s.path("old-bundle"), s.path("new-bundle"));
+    write_bundle(&old, 1);
+    write_adaptive_bundle(&new, 1, DecisionRule::Consistency);
+    let j = s.enroll(&old, "alice", 1, 0..3).json();
+    assert_eq!(j["writer_model"], false, "{j}");
+    s.enroll(&old, "bob", 2, 0..1);
+
+    let run = s.verify(&new, "alice", 1, 20);
+    let j = run.json();
+    assert_eq!((run.code, j["rule"].as_str(), j["fallback"].is_null()), (0, Some("consistency"), true), "{j}");
+    let threshold = f64::from(adaptive_fixture(1).consistency.random.eer);
+    assert!((f(&j["threshold"]) - threshold).abs() < 1e-6, "{j}");
+    // score = similarity − ½·consistency of alice's three references, so below the similarity.
+    let gallery = store::load(&common::gallery_file(&s.gallery), None).expect("gallery");
+    let refs = gallery.get("alice").expect("alice").templates();
+    let c = f64::from(autograph_shared::adaptive::consistency(refs).expect("three references"));
+    assert!((f(&j["similarity"]) - 0.5 * c - f(&j["score"])).abs() < 1e-5, "{j}");
+
+    let run = s.verify(&new, "bob", 2, 20);
+    let j = run.json();
+    assert_eq!(j["rule"], "nearest", "{j}");
+    assert!(j["fallback"].as_str().is_some_and(|f| f.contains("single reference")), "{j}");
+    assert!((f(&j["threshold"]) - f64::from(common::SKILLED.eer)).abs() < 1e-6, "the nearest threshold: {j}");
+    assert_eq!(j["score"], j["similarity"]);
 }
 
 #[test]
@@ -388,8 +428,11 @@ fn bench_measures_the_adaptive_rules() {
         assert_eq!(a["cohort"], if adaptive { "bundle" } else { "synthetic" });
         assert_eq!((a["cohort_templates"].as_u64(), a["references"].as_u64()), (Some(300), Some(5)));
         assert_keys(&a["enroll_ms"], &["nearest", "fitted"]);
-        assert_keys(&a["decide_ms"], &["nearest", "normalised", "classifier"]);
-        assert_keys(&a["ratio_vs_nearest"], &["enroll_fitted", "decide_normalised", "decide_classifier"]);
+        assert_keys(&a["decide_ms"], &["nearest", "normalised", "classifier", "consistency"]);
+        assert_keys(
+            &a["ratio_vs_nearest"],
+            &["enroll_fitted", "decide_normalised", "decide_classifier", "decide_consistency"],
+        );
         // Figures only: positive and finite (no wall-clock assertion).
         for v in a["ratio_vs_nearest"].as_object().expect("ratios").values() {
             assert!(v.as_f64().is_some_and(|r| r.is_finite() && r > 0.0), "{a}");

@@ -10,6 +10,11 @@
 //!   [`ScoreMethod::SNorm`]): the raw nearest-reference score, standardised by the scores of the
 //!   cohort against the writer's references (z-norm, fitted at enrolment), by the scores of the
 //!   probe against the cohort (t-norm, at verification), or both (s-norm, their mean);
+//! * **consistency** ([`ScoreMethod::Consistency`]): the raw score less half the writer's own
+//!   consistency, the mean similarity of each reference to its nearest other reference. A
+//!   writer who signs the same way every time must come closer to a reference to be accepted
+//!   than one who never does: one global threshold becomes a threshold per writer. It needs
+//!   neither the cohort nor a fitted model, only two or more references;
 //! * a **linear classifier** ([`ScoreMethod::Classifier`]): L2-regularised, class-balanced
 //!   logistic regression on the 128-d embeddings, the writer's references as positives and the
 //!   cohort as negatives, fitted by Newton's method (a fixed maximum of iterations, no
@@ -217,6 +222,8 @@ pub enum DecisionRule {
     Normalised,
     /// The writer's linear classifier.
     Classifier,
+    /// The nearest-reference score less the writer's consistency ([`ScoreMethod::Consistency`]).
+    Consistency,
 }
 
 /// Every scoring method that can be evaluated; [`DecisionRule`] picks one of them.
@@ -235,6 +242,37 @@ pub enum ScoreMethod {
     SNorm,
     /// The writer's logistic-regression log-odds `w·x + b`.
     Classifier,
+    /// `s − CONSISTENCY_WEIGHT · c`, with `c` the mean over the references of each one's
+    /// similarity to its nearest other reference ([`consistency`]); `NaN` with one reference.
+    Consistency,
+}
+
+/// How much of the writer's consistency [`ScoreMethod::Consistency`] subtracts. Chosen on
+/// validation writers among 0, 0.5 and 1 (0.5 had the lowest skilled EER on all three data
+/// sets; docs/evaluation.md).
+pub const CONSISTENCY_WEIGHT: f64 = 0.5;
+
+/// A writer's consistency: the mean, over `references`, of each one's similarity to its
+/// nearest other reference (int8 dot products, summed exactly). `None` with fewer than two.
+pub fn consistency(references: &[Template]) -> Option<f32> {
+    if references.len() < 2 {
+        return None;
+    }
+    let total: i64 = references
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let nearest = references.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, b)| dot_i8(a, b)).max();
+            i64::from(nearest.unwrap_or(0))
+        })
+        .sum();
+    Some((total as f64 / references.len() as f64 / SCALE_SQ) as f32)
+}
+
+/// [`ScoreMethod::Consistency`]'s score (`None` with fewer than two references).
+pub fn consistency_score(references: &[Template], probe: &Template) -> Option<f32> {
+    let c = consistency(references)?;
+    Some((f64::from(writer_score(references, probe)) - CONSISTENCY_WEIGHT * f64::from(c)) as f32)
 }
 
 /// The normalisation [`DecisionRule::Normalised`] uses.
@@ -246,8 +284,14 @@ pub enum ScoreMethod {
 pub const NORMALISED_METHOD: ScoreMethod = ScoreMethod::SNorm;
 
 impl ScoreMethod {
-    pub const ALL: [ScoreMethod; 5] =
-        [ScoreMethod::Nearest, ScoreMethod::ZNorm, ScoreMethod::TNorm, ScoreMethod::SNorm, ScoreMethod::Classifier];
+    pub const ALL: [ScoreMethod; 6] = [
+        ScoreMethod::Nearest,
+        ScoreMethod::ZNorm,
+        ScoreMethod::TNorm,
+        ScoreMethod::SNorm,
+        ScoreMethod::Classifier,
+        ScoreMethod::Consistency,
+    ];
 
     /// Whether scoring needs the cohort at verification time.
     pub const fn needs_cohort(self) -> bool {
@@ -266,6 +310,7 @@ impl ScoreMethod {
             ScoreMethod::TNorm => "t-norm",
             ScoreMethod::SNorm => "s-norm",
             ScoreMethod::Classifier => "classifier",
+            ScoreMethod::Consistency => "consistency",
         }
     }
 }
@@ -277,6 +322,7 @@ impl DecisionRule {
             DecisionRule::Nearest => ScoreMethod::Nearest,
             DecisionRule::Normalised => NORMALISED_METHOD,
             DecisionRule::Classifier => ScoreMethod::Classifier,
+            DecisionRule::Consistency => ScoreMethod::Consistency,
         }
     }
 }
@@ -401,6 +447,7 @@ impl WriterModel {
                 s_norm(self.z.normalise(raw), t(raw))
             }
             ScoreMethod::Classifier => self.classifier_score(probe),
+            ScoreMethod::Consistency => consistency_score(references, probe).unwrap_or(f32::NAN),
         }
     }
 
@@ -667,6 +714,10 @@ pub fn method_scores(
                         let raw = writer_score(&enrolled, probe);
                         s_norm(model.z.normalise(raw), t_stats[i].normalise(raw))
                     }
+                    // As the kiosk decides: a single reference falls back to the nearest rule.
+                    ScoreMethod::Consistency => {
+                        consistency_score(&enrolled, probe).unwrap_or_else(|| writer_score(&enrolled, probe))
+                    }
                     method => model.score_method(method, &enrolled, probe, None),
                 }
             };
@@ -841,6 +892,36 @@ mod tests {
     }
 
     #[test]
+    fn consistency_by_hand() {
+        // References on axis 0, and at int8 cosines 76/127 and 102/127 from it (mix(0.6, 2) and
+        // mix(0.8, 3)); the last two are orthogonal to each other. Nearest other reference:
+        // axis 0 -> 102 (mix 0.8), mix 0.6 -> 76 (axis 0), mix 0.8 -> 102 (axis 0).
+        let refs = [axis(0), mix(0.6, 2), mix(0.8, 3)];
+        let c = f64::from(consistency(&refs).expect("three references"));
+        let expected = (102.0 + 76.0 + 102.0) / 3.0 / 127.0;
+        assert!((c - expected).abs() < 1e-6, "{c} vs {expected}");
+        // The score: the nearest-reference similarity less half of it.
+        let probe = mix(0.9, 5);
+        let raw = f64::from(writer_score(&refs, &probe));
+        let score = f64::from(consistency_score(&refs, &probe).expect("score"));
+        assert!((score - (raw - 0.5 * c)).abs() < 1e-6);
+        // The same probe against a less consistent writer (references further apart) scores
+        // higher: a variable writer's threshold is effectively lower.
+        let loose = [axis(0), mix(0.3, 2), mix(0.2, 3)];
+        assert!(consistency(&loose).expect("three") < consistency(&refs).expect("three") as f32);
+        let loose_score = consistency_score(&loose, &probe).expect("score");
+        assert_eq!(writer_score(&loose, &probe), writer_score(&refs, &probe));
+        assert!(f64::from(loose_score) > score);
+        // One reference: no consistency, no score; the method gives NaN so no threshold passes.
+        assert_eq!(consistency(&refs[..1]), None);
+        assert_eq!(consistency_score(&refs[..1], &probe), None);
+        let cohort = Cohort::new(vec![axis(1), axis(4)]).expect("cohort");
+        let model = WriterModel::fit(&refs[..1], &cohort, &AdaptiveConfig::default()).expect("fit");
+        assert!(model.score_method(ScoreMethod::Consistency, &refs[..1], &probe, None).is_nan());
+        assert!(!ScoreMethod::Consistency.needs_cohort() && !ScoreMethod::Consistency.needs_model());
+    }
+
+    #[test]
     fn z_norm_by_hand() {
         // Reference axis 0; cohort similarities to it: 0, 76/127 and 102/127 (the int8 values
         // of 0.6 and 0.8), and its nearest-reference score against axis 1 is 0.
@@ -873,10 +954,11 @@ mod tests {
         let sn = model.score_method(ScoreMethod::SNorm, &refs, &probe, Some(&cohort));
         let zn = model.score_method(ScoreMethod::ZNorm, &refs, &probe, None);
         assert!((sn - (zn + tn) / 2.0).abs() < 1e-5);
-        // Without the cohort, the methods that need it give NaN; the others do not.
+        // Without the cohort, the methods that need it give NaN; the others do not (but for
+        // consistency, which needs a second reference).
         for m in ScoreMethod::ALL {
             let v = model.score_method(m, &refs, &probe, None);
-            assert_eq!(v.is_nan(), m.needs_cohort(), "{m:?}");
+            assert_eq!(v.is_nan(), m.needs_cohort() || m == ScoreMethod::Consistency, "{m:?}");
         }
         assert_eq!(model.score(DecisionRule::Nearest, &refs, &probe, None), raw);
     }
@@ -1076,7 +1158,7 @@ mod tests {
         let (samples, cohort) = samples();
         let (val, test): (Vec<_>, Vec<_>) = samples.into_iter().partition(|s| s.writer.as_str() < "w08");
         let cmp = compare_rules(&val, &test, &cohort, &[1, 3, 5, 10], 3);
-        assert_eq!(cmp.rows.len(), 4 * 5);
+        assert_eq!(cmp.rows.len(), 4 * ScoreMethod::ALL.len());
         for row in &cmp.rows {
             assert_eq!(row.validation_writers, 4);
             assert_eq!(row.test.writers, 4);
@@ -1091,7 +1173,7 @@ mod tests {
         let json = serde_json::to_string(&cmp).expect("json");
         assert!(json.contains("\"s-norm\"") && json.contains("\"classifier\""));
         let table = cmp.to_markdown();
-        assert_eq!(table.lines().count(), 2 + 20);
+        assert_eq!(table.lines().count(), 2 + 4 * ScoreMethod::ALL.len());
         eprintln!("{table}");
     }
 
@@ -1099,7 +1181,7 @@ mod tests {
     fn compare_rules_without_validation_writers_reports_no_rates() {
         let (samples, cohort) = samples();
         let cmp = compare_rules(&[], &samples, &cohort, &[3], 1);
-        assert_eq!(cmp.rows.len(), 5);
+        assert_eq!(cmp.rows.len(), ScoreMethod::ALL.len());
         for row in &cmp.rows {
             assert!(row.thresholds.is_none());
             assert_eq!(row.validation_writers, 0);

@@ -371,6 +371,14 @@ impl<const TEMPLATES: usize> WriterEntry<TEMPLATES> {
     /// [`RuleScore::rule`] says which rule was used, so the matching threshold can be applied.
     pub fn score_with(&self, rule: DecisionRule, probe: &Template, cohort: Option<&Cohort>) -> RuleScore {
         let method = rule.method();
+        if method == ScoreMethod::Consistency {
+            // From the references alone: writers enrolled before the bundle had a cohort get it
+            // too; a single reference falls back.
+            return match crate::adaptive::consistency_score(&self.templates, probe) {
+                Some(score) => RuleScore { rule, score },
+                None => RuleScore { rule: DecisionRule::Nearest, score: self.score(probe) },
+            };
+        }
         match &self.model {
             Some(model) if !(method.needs_cohort() && cohort.is_none()) => {
                 RuleScore { rule, score: model.score(rule, &self.templates, probe, cohort) }
@@ -1406,6 +1414,13 @@ mod tests {
             );
             assert!(s.fell_back(rule));
         }
+        // The consistency rule needs no model: version-1 writers with two or more references
+        // get it as they are.
+        let alice = back.get("alice").expect("a");
+        assert!(alice.templates().len() >= 2);
+        let s = back.verify_score_with("alice", &probe, DecisionRule::Consistency, None).expect("alice");
+        let expected = crate::adaptive::consistency_score(alice.templates(), &probe).expect("two references");
+        assert_eq!(s, RuleScore { rule: DecisionRule::Consistency, score: expected });
         // Written back as version 2; models fitted from the stored templates, no re-enrolment.
         let mut upgraded = back.clone();
         assert_eq!(upgraded.fit_models(&cohort, &AdaptiveConfig::default(), false), Ok(3));

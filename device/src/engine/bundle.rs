@@ -163,5 +163,6 @@ pub fn rule_name(rule: DecisionRule) -> &'static str {
         DecisionRule::Nearest => "nearest",
         DecisionRule::Normalised => "normalised",
         DecisionRule::Classifier => "classifier",
+        DecisionRule::Consistency => "consistency",
     }
 }

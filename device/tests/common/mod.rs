@@ -315,6 +315,7 @@ pub struct AdaptiveFixture {
     pub cohort: Cohort,
     pub normalised: Thresholds,
     pub classifier: Thresholds,
+    pub consistency: Thresholds,
 }
 
 /// The int8 templates of `(writer, sample)` pairs, embedded by the f32 model of bundle `seed`
@@ -382,6 +383,7 @@ pub fn adaptive_fixture(seed: u64) -> AdaptiveFixture {
     let fixture = AdaptiveFixture {
         normalised: thresholds(DecisionRule::Normalised),
         classifier: thresholds(DecisionRule::Classifier),
+        consistency: thresholds(DecisionRule::Consistency),
         cohort,
     };
     cache.push((seed, fixture.clone()));
@@ -408,6 +410,7 @@ pub fn write_adaptive_bundle_with(
     let thresholds = match rule {
         DecisionRule::Normalised => fixture.normalised,
         DecisionRule::Classifier => fixture.classifier,
+        DecisionRule::Consistency => fixture.consistency,
         DecisionRule::Nearest => calibration().thresholds,
     };
     write_bundle_with(dir, seed, |m| {
