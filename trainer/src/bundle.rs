@@ -115,10 +115,11 @@ pub fn split_data(dataset: &Dataset, validation: f32, test: f32, seed: u64) -> (
     (union(&per_set), per_set)
 }
 
-/// The checkpoint directory to export from a run directory (`best`, else `last`), or the
-/// directory itself when it is a checkpoint.
+/// The checkpoint directory to export from a run directory (`final`, the best network as
+/// [`crate::train::FINAL_DIR`] leaves it; else `best`, else `last`), or the directory itself
+/// when it is a checkpoint.
 pub fn checkpoint_of(run_dir: &Path) -> PathBuf {
-    for name in ["best", "last"] {
+    for name in [crate::train::FINAL_DIR, "best", "last"] {
         if crate::train::resolve_checkpoint(&run_dir.join(name)).is_some() {
             return run_dir.join(name);
         }
@@ -199,12 +200,23 @@ pub fn export_bundle(run_dir: &Path, out: &Path, data: Option<&[PathBuf]>, devic
             "f32": evaluation.test,
             "replay_false_alarm_rate": { "f32": evaluation.test_replay_false_alarm_rate },
             "adaptive": adaptive_report,
+            "whitening": whitening_json(&checkpoint),
         }),
         adaptive: Some(adaptive),
         fusion: None,
     };
     manifest.save(out)?;
     Ok(manifest)
+}
+
+/// What the final checkpoint's whitening measured on validation writers (`whitening.json`, see
+/// [`crate::train::FINAL_DIR`]); `null` for a checkpoint without one.
+fn whitening_json(checkpoint: &Path) -> serde_json::Value {
+    let dir = crate::train::resolve_checkpoint(checkpoint).unwrap_or_else(|| checkpoint.to_path_buf());
+    std::fs::read_to_string(dir.join("whitening.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(serde_json::Value::Null)
 }
 
 fn training_config_json(checkpoint: &Path) -> Result<serde_json::Value> {

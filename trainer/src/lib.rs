@@ -19,6 +19,7 @@ pub mod quickstart;
 pub mod report;
 pub mod sampler;
 pub mod train;
+pub mod whiten;
 
 /// The allocator of every program that links the trainer (the CLI, benches, tests).
 ///

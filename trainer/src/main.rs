@@ -507,13 +507,15 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
     info.save(&args.out)?;
     let outcome = autograph_trainer::train::train(&config, &dataset, &split, &args.out, &device, args.resume)?;
     println!(
-        "{:?} after {} epochs; best epoch {:?} with validation score {:?}; {:.1} images/s; best checkpoint {}",
+        "{:?} after {} epochs; best epoch {:?} with validation score {:?}; {:.1} images/s; best checkpoint {}; \
+         export uses {}",
         outcome.stopped,
         outcome.epochs_completed,
         outcome.best_epoch,
         outcome.best_score,
         outcome.images_per_second,
-        outcome.best_checkpoint.display()
+        outcome.best_checkpoint.display(),
+        outcome.final_checkpoint.as_deref().unwrap_or(&outcome.best_checkpoint).display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -227,6 +227,20 @@ impl EmbeddingNet {
         let x = self.pool.forward(x).reshape([batch, channels]);
         l2_normalize(self.projection.forward(x), self.norm_eps)
     }
+
+    /// The same network followed by `x -> x·m` before the normalisation (`m: [d, d]`), folded
+    /// into the projection: `(x·W + b)·m = x·(W·m) + b·m`. The exported graph is unchanged in
+    /// shape; see `whiten.rs` for why the transform exists.
+    pub fn with_output_transform(mut self, m: Tensor<2>) -> Self {
+        let weight = self.projection.weight.val().matmul(m.clone());
+        self.projection.weight = Param::from_tensor(weight);
+        if let Some(bias) = self.projection.bias.take() {
+            let [d] = bias.val().dims();
+            let folded = bias.val().reshape([1, d]).matmul(m).reshape([d]);
+            self.projection.bias = Some(Param::from_tensor(folded));
+        }
+        self
+    }
 }
 
 /// `x / sqrt(sum(x², dim 1) + eps)`, written with ONNX-exportable operations only.
@@ -305,6 +319,24 @@ mod tests {
         for n in norms {
             assert!((n - 1.0).abs() < 1e-5, "squared norm {n}");
         }
+    }
+
+    #[test]
+    fn an_output_transform_folds_into_the_projection() {
+        let device = Device::flex();
+        device.seed(2);
+        let model = tiny().init(&device).expect("valid").valid();
+        let images = Tensor::<4>::random([3, 1, 16, 32], burn::tensor::Distribution::Default, &device);
+        let m = Tensor::<2>::random([8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let expected = l2_normalize(model.forward(images.clone()).matmul(m.clone()), 1e-12);
+        let folded = model.clone().with_output_transform(m).forward(images);
+        let (a, b): (Vec<f32>, Vec<f32>) =
+            (expected.try_into_vec_as().expect("f32"), folded.try_into_vec_as().expect("f32"));
+        assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-4), "{a:?} vs {b:?}");
+        // The identity changes nothing.
+        let same = model.clone().with_output_transform(Tensor::<2>::eye(8, &device));
+        let unchanged = |m: &EmbeddingNet| m.projection.weight.val().try_into_vec_as::<f32>().expect("f32");
+        assert_eq!(unchanged(&same), unchanged(&model));
     }
 
     #[test]

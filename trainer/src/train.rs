@@ -286,6 +286,10 @@ pub struct TrainingOutcome {
     /// The checkpoint to export: best by validation, or the last one when there was no validation.
     pub best_checkpoint: PathBuf,
     pub last_checkpoint: PathBuf,
+    /// The checkpoint later steps use ([`FINAL_DIR`]): `None` when training was interrupted.
+    pub final_checkpoint: Option<PathBuf>,
+    /// How the final checkpoint was made from the best one.
+    pub whitening: Option<WhiteningReport>,
     pub best_epoch: Option<usize>,
     pub best_score: Option<f64>,
     /// Completed epochs in total (including those before a resume).
@@ -598,8 +602,25 @@ pub fn train_on_cache(
     }
 
     let best_checkpoint = if best_available(&state) { best_dir } else { last_dir.clone() };
+    let whitening = if stopped == StopReason::Interrupted {
+        None
+    } else {
+        let report = finalise(
+            config,
+            cache,
+            split,
+            &best_checkpoint,
+            &out_dir.join(FINAL_DIR),
+            &validation_images,
+            &eval_device,
+        )?;
+        eprintln!("{}", report.summary());
+        Some(report)
+    };
     Ok(TrainingOutcome {
         stopped,
+        final_checkpoint: whitening.as_ref().map(|_| out_dir.join(FINAL_DIR)),
+        whitening,
         best_checkpoint,
         last_checkpoint: last_dir,
         best_epoch: state.best_epoch,
@@ -793,6 +814,133 @@ pub fn validation_scores(
         });
     }
     Ok(verification_scores(&samples, config.validation_references, config.seed))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The final checkpoint: the best one, whitened
+// ---------------------------------------------------------------------------------------------
+
+/// The checkpoint of a finished run that export, evaluation and k-fold use
+/// ([`crate::bundle::checkpoint_of`]): the best checkpoint's network with the within-writer
+/// whitening ([`crate::whiten`]) folded in when it does not worsen the validation score. Not
+/// resumable (it holds no optimizer state); `last/` is.
+pub const FINAL_DIR: &str = "final";
+const WHITENING_FILE: &str = "whitening.json";
+
+/// What [`finalise`] measured and decided; saved as `whitening.json` in the final checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WhiteningReport {
+    /// Whether the final network is whitened.
+    pub applied: bool,
+    pub shrinkage: f64,
+    /// Training writers and their genuine images the whitening was fitted on.
+    pub writers: usize,
+    pub images: usize,
+    /// Validation EERs per set and the selection score, without and with the whitening.
+    pub validation_without: Vec<SetValidation>,
+    pub score_without: Option<f64>,
+    pub validation_with: Vec<SetValidation>,
+    pub score_with: Option<f64>,
+    /// Why no whitening was fitted, when none was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl WhiteningReport {
+    /// One line for the training log.
+    pub fn summary(&self) -> String {
+        if let Some(note) = &self.note {
+            return format!("within-writer whitening: not fitted ({note})");
+        }
+        format!(
+            "within-writer whitening ({} training writers, {} images): validation score {} without, {} with: {}",
+            self.writers,
+            self.images,
+            percent(self.score_without),
+            percent(self.score_with),
+            if self.applied { "kept" } else { "not kept" }
+        )
+    }
+}
+
+/// Fits the within-writer whitening on the training writers' genuine images (no augmentation),
+/// scores the best checkpoint's network on the validation images without and with it, and
+/// writes the final checkpoint to `final_dir` (atomically) with the better one (the whitened
+/// network on a tie, or when there is no validation score to compare).
+#[allow(clippy::too_many_arguments)]
+fn finalise(
+    config: &TrainingConfig,
+    cache: &ImageCache,
+    split: &WriterSplit,
+    best: &Path,
+    final_dir: &Path,
+    validation_images: &[usize],
+    device: &Device,
+) -> Result<WhiteningReport> {
+    let source =
+        resolve_checkpoint(best).with_context(|| format!("{} holds no complete checkpoint", best.display()))?;
+    let (model, _) = load_model(&source, device)?;
+    let train: BTreeSet<usize> = split.train.iter().filter_map(|w| cache.writer_index(w)).collect();
+    let images: Vec<usize> =
+        (0..cache.len()).filter(|&i| train.contains(&cache.meta[i].writer) && !cache.meta[i].forged).collect();
+    let embeddings = embed_maps(
+        &model,
+        images.iter().map(|&i| cache.image(i)),
+        cache.height,
+        cache.width,
+        config.eval_batch_size,
+        device,
+    )?;
+    let mut by_writer: BTreeMap<usize, Vec<Vec<f32>>> = BTreeMap::new();
+    for (&i, e) in images.iter().zip(embeddings) {
+        by_writer.entry(cache.meta[i].writer).or_default().push(e);
+    }
+    let groups: Vec<Vec<Vec<f32>>> = by_writer.into_values().collect();
+    let validation_without = validate_per_set(&model, cache, validation_images, config, device)?;
+    let (_, score_without) = combine_sets(&validation_without, config.selection);
+    let mut report = WhiteningReport {
+        applied: false,
+        shrinkage: crate::whiten::SHRINKAGE,
+        writers: 0,
+        images: 0,
+        validation_without,
+        score_without,
+        validation_with: Vec::new(),
+        score_with: None,
+        note: None,
+    };
+    let network = match crate::whiten::within_writer_whitening(&groups, crate::whiten::SHRINKAGE) {
+        Err(e) => {
+            report.note = Some(e.to_string());
+            model
+        }
+        Ok(w) => {
+            let m = Tensor::<2>::from_data(TensorData::new(w.matrix.clone(), [w.dimension, w.dimension]), device);
+            let whitened = model.clone().with_output_transform(m);
+            report.validation_with = validate_per_set(&whitened, cache, validation_images, config, device)?;
+            report.score_with = combine_sets(&report.validation_with, config.selection).1;
+            report.writers = w.writers;
+            report.images = w.images;
+            report.applied = match (report.score_without, report.score_with) {
+                (Some(without), Some(with)) => with <= without,
+                _ => true,
+            };
+            if report.applied { whitened } else { model }
+        }
+    };
+    write_dir_atomically(final_dir, |tmp| {
+        for file in [STATE_FILE, MODEL_CONFIG_FILE, TRAINING_CONFIG_FILE] {
+            fs::copy(source.join(file), tmp.join(file))
+                .with_context(|| format!("cannot copy {}", source.join(file).display()))?;
+        }
+        network
+            .clone()
+            .save_file(tmp.join(EMBEDDING_FILE))
+            .map_err(|e| anyhow::anyhow!("cannot save the final embedding network: {e}"))?;
+        fs::write(tmp.join(WHITENING_FILE), serde_json::to_vec_pretty(&report)?)?;
+        Ok(())
+    })?;
+    Ok(report)
 }
 
 // ---------------------------------------------------------------------------------------------
