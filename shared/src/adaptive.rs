@@ -908,7 +908,7 @@ mod tests {
         // The same probe against a less consistent writer (references further apart) scores
         // higher: a variable writer's threshold is effectively lower.
         let loose = [axis(0), mix(0.3, 2), mix(0.2, 3)];
-        assert!(consistency(&loose).expect("three") < consistency(&refs).expect("three") as f32);
+        assert!(consistency(&loose).expect("three") < consistency(&refs).expect("three"));
         let loose_score = consistency_score(&loose, &probe).expect("score");
         assert_eq!(writer_score(&loose, &probe), writer_score(&refs, &probe));
         assert!(f64::from(loose_score) > score);

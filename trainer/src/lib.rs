@@ -18,6 +18,7 @@ pub mod quantize;
 pub mod quickstart;
 pub mod report;
 pub mod sampler;
+pub mod synth_data;
 pub mod train;
 pub mod whiten;
 

@@ -237,6 +237,30 @@ enum DataCommand {
     Fetch(FetchArgs),
     /// List the built-in catalogue of data sets.
     List,
+    /// Draw a synthetic data set: writers from `shared::strokes::synth`, their genuine
+    /// signatures and skilled forgeries (a forger's slant, proportions, tremor and pressure)
+    /// rendered by the kiosk's rasteriser into `<writer>/genuine|forged/NN.png`. Train or
+    /// pre-train on it like any data set (`train --data DIR`, then `train --init-from`).
+    Synth(SynthArgs),
+}
+
+#[derive(Args, Debug)]
+struct SynthArgs {
+    /// Directory to create (must not exist).
+    #[arg(long)]
+    out: PathBuf,
+    /// Number of synthetic writers.
+    #[arg(long, default_value_t = 500)]
+    writers: u64,
+    /// Genuine signatures per writer.
+    #[arg(long, default_value_t = 12)]
+    genuine: u64,
+    /// Skilled forgeries per writer (by three forgers in turn).
+    #[arg(long, default_value_t = 12)]
+    forgeries: u64,
+    /// Seed of the writers and forgers (sets with different seeds share no writer).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Args, Debug)]
@@ -304,6 +328,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Data(DataCommand::Stats(args)) => data_stats(args),
         Command::Data(DataCommand::Fetch(args)) => data_fetch(args),
         Command::Data(DataCommand::List) => data_list(),
+        Command::Data(DataCommand::Synth(args)) => data_synth(args),
         Command::Train(args) => train(args),
         Command::Export(args) => export(args),
         Command::Quantize(args) => quantize(args),
@@ -368,6 +393,20 @@ fn data_fetch(args: FetchArgs) -> Result<ExitCode> {
     request.cache_dir = args.cache;
     let fetched = fetch::fetch(&request, &fetch::progress_bar())?;
     println!("{fetched}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn data_synth(args: SynthArgs) -> Result<ExitCode> {
+    let spec = autograph_trainer::synth_data::SynthSpec {
+        writers: args.writers,
+        genuine: args.genuine,
+        forgeries: args.forgeries,
+        seed: args.seed,
+    };
+    let bar = autograph_trainer::progress::bar(spec.writers, "drawing synthetic writers");
+    let images = autograph_trainer::synth_data::write(&spec, &args.out, &mut |done| bar.set_position(done))?;
+    bar.finish_and_clear();
+    println!("{images} images of {} synthetic writers in {}", spec.writers, args.out.display());
     Ok(ExitCode::SUCCESS)
 }
 
