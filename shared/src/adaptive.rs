@@ -248,8 +248,8 @@ pub enum ScoreMethod {
 }
 
 /// How much of the writer's consistency [`ScoreMethod::Consistency`] subtracts. Chosen on
-/// validation writers among 0, 0.5 and 1 (0.5 had the lowest skilled EER on all three data
-/// sets; docs/evaluation.md).
+/// validation writers among 0, 0.5 and 1: 0.5 had the lowest skilled EER averaged over the
+/// three data sets for both networks measured, whitened or not (docs/evaluation.md).
 pub const CONSISTENCY_WEIGHT: f64 = 0.5;
 
 /// A writer's consistency: the mean, over `references`, of each one's similarity to its
