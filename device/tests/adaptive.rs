@@ -188,6 +188,9 @@ fn consistency_needs_two_references_and_no_writer_model() {
     assert!(j["fallback"].as_str().is_some_and(|f| f.contains("single reference")), "{j}");
     assert!((f(&j["threshold"]) - f64::from(common::SKILLED.eer)).abs() < 1e-6, "the nearest threshold: {j}");
     assert_eq!(j["score"], j["similarity"]);
+    // Writer models are not needed by this rule: no refit is advised for the writers without one.
+    let check = s.run(&new, &["gallery", "check"], &[]).json();
+    assert_eq!((check["writers_without_model"].as_u64(), check["refit_advised"].as_bool()), (Some(2), Some(false)));
 }
 
 #[test]

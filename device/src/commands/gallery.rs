@@ -327,7 +327,8 @@ pub struct CheckJson {
     /// Writers without a writer model, when readable (not a problem: the nearest rule decides
     /// for them).
     pub writers_without_model: Option<usize>,
-    /// The bundle has a cohort and some writers have no writer model: `gallery refit` fits them.
+    /// The bundle decides by a rule that uses writer models and some writers have none:
+    /// `gallery refit` fits them.
     pub refit_advised: bool,
     /// Id of the key the gallery opened with (hex; see `autograph gallery encrypt --help`),
     /// when it did.
@@ -364,7 +365,9 @@ fn check(common: &Common) -> Result<Report, CommandError> {
                 g.writers().flat_map(|w| w.templates()).filter(|t| (similarity(t, t) - 1.0).abs() > 0.05).count();
             json.abnormal_templates = Some(abnormal);
             json.writers_without_model = Some(g.writers_without_model());
-            json.refit_advised = bundle.cohort().is_some() && g.writers_without_model() > 0;
+            // Only when the bundle's rule uses writer models (the consistency rule does not).
+            let rule_uses_models = bundle.manifest().adaptive.as_ref().is_some_and(|a| a.rule.method().needs_model());
+            json.refit_advised = rule_uses_models && bundle.cohort().is_some() && g.writers_without_model() > 0;
             json.key_id = file.key_file().read().ok().map(|key| key.id().to_string());
             if header.model_sha256 != identity {
                 json.problem = Some(format!(
