@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use autograph_shared::adaptive::{Cohort, DecisionRule, ScoreMethod};
+use autograph_shared::adaptive::{Cohort, DecisionRule, ScoreMethod, consistency, less_consistency};
 use autograph_shared::gallery::{KioskGallery, Template};
 use autograph_shared::manifest::Precision;
 use autograph_shared::online::{Fusion, Trajectory};
@@ -208,11 +208,18 @@ pub fn verify_with_pen(
     // computed: the verify path takes it once.
     let similarity = replay.max_reference_similarity;
     debug_assert_eq!(similarity.to_bits(), writer.score(probe).to_bits(), "the gallery's rule changed");
-    let (rule, score) = if policy.rule == DecisionRule::Nearest {
-        (DecisionRule::Nearest, similarity)
-    } else {
-        let scored = writer.score_with(policy.rule, probe, policy.cohort());
-        (scored.rule, scored.score)
+    let (rule, score) = match policy.rule {
+        DecisionRule::Nearest => (DecisionRule::Nearest, similarity),
+        // From the same similarity; a single reference has no consistency and falls back, as
+        // `WriterEntry::score_with` does.
+        DecisionRule::Consistency => match consistency(writer.templates()) {
+            Some(c) => (DecisionRule::Consistency, less_consistency(similarity, c)),
+            None => (DecisionRule::Nearest, similarity),
+        },
+        _ => {
+            let scored = writer.score_with(policy.rule, probe, policy.cohort());
+            (scored.rule, scored.score)
+        }
     };
     let (point, fallback) = if rule == policy.rule {
         (policy.point, policy.note.clone())

@@ -271,8 +271,14 @@ pub fn consistency(references: &[Template]) -> Option<f32> {
 
 /// [`ScoreMethod::Consistency`]'s score (`None` with fewer than two references).
 pub fn consistency_score(references: &[Template], probe: &Template) -> Option<f32> {
-    let c = consistency(references)?;
-    Some((f64::from(writer_score(references, probe)) - CONSISTENCY_WEIGHT * f64::from(c)) as f32)
+    consistency(references).map(|c| less_consistency(writer_score(references, probe), c))
+}
+
+/// `similarity − CONSISTENCY_WEIGHT · consistency`: [`ScoreMethod::Consistency`]'s score from a
+/// nearest-reference similarity already computed (the verify path has it from the replay
+/// guard; an evaluation computes a writer's consistency once for all its probes).
+pub fn less_consistency(similarity: f32, consistency: f32) -> f32 {
+    (f64::from(similarity) - CONSISTENCY_WEIGHT * f64::from(consistency)) as f32
 }
 
 /// The normalisation [`DecisionRule::Normalised`] uses.
@@ -695,6 +701,7 @@ pub fn method_scores(
             log::warn!("writer {writer}: the writer model could not be fitted; left out");
             continue;
         };
+        let writer_consistency = consistency(&enrolled);
         let mut max_pair = f32::NEG_INFINITY;
         for (k, &a) in genuine.iter().enumerate() {
             for &b in &genuine[k + 1..] {
@@ -716,7 +723,8 @@ pub fn method_scores(
                     }
                     // As the kiosk decides: a single reference falls back to the nearest rule.
                     ScoreMethod::Consistency => {
-                        consistency_score(&enrolled, probe).unwrap_or_else(|| writer_score(&enrolled, probe))
+                        let raw = writer_score(&enrolled, probe);
+                        writer_consistency.map_or(raw, |c| less_consistency(raw, c))
                     }
                     method => model.score_method(method, &enrolled, probe, None),
                 }

@@ -374,9 +374,10 @@ impl<const TEMPLATES: usize> WriterEntry<TEMPLATES> {
         if method == ScoreMethod::Consistency {
             // From the references alone: writers enrolled before the bundle had a cohort get it
             // too; a single reference falls back.
-            return match crate::adaptive::consistency_score(&self.templates, probe) {
-                Some(score) => RuleScore { rule, score },
-                None => RuleScore { rule: DecisionRule::Nearest, score: self.score(probe) },
+            let similarity = self.score(probe);
+            return match crate::adaptive::consistency(&self.templates) {
+                Some(c) => RuleScore { rule, score: crate::adaptive::less_consistency(similarity, c) },
+                None => RuleScore { rule: DecisionRule::Nearest, score: similarity },
             };
         }
         match &self.model {

@@ -5,13 +5,11 @@
 //! splits, duplicate checks and content hash as real data.
 
 use std::fs;
-use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
 use autograph_shared::strokes::raster::{RasterConfig, rasterise};
 use autograph_shared::strokes::synth;
-use image::ImageEncoder;
 use serde::Serialize;
 
 /// The pen box every synthetic signature is drawn in (a signature pad's aspect).
@@ -59,7 +57,10 @@ pub fn write(spec: &SynthSpec, out: &Path, progress: &mut dyn FnMut(u64)) -> Res
                 }
                 .with_context(|| format!("drawing writer {w} {kind} {k}"))?;
                 let image = rasterise(&recording, &raster).with_context(|| format!("rasterising writer {w}"))?;
-                save_png(&image, &kind_dir.join(format!("{k:02}.png")))?;
+                let path = kind_dir.join(format!("{k:02}.png"));
+                image
+                    .save_with_format(&path, image::ImageFormat::Png)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
                 images += 1;
             }
         }
@@ -68,13 +69,6 @@ pub fn write(spec: &SynthSpec, out: &Path, progress: &mut dyn FnMut(u64)) -> Res
     fs::write(tmp.join("synth.json"), serde_json::to_vec_pretty(spec)?)?;
     fs::rename(&tmp, out).with_context(|| format!("cannot move {} to {}", tmp.display(), out.display()))?;
     Ok(images)
-}
-
-fn save_png(image: &image::GrayImage, path: &PathBuf) -> Result<()> {
-    let file = fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    image::codecs::png::PngEncoder::new(BufWriter::new(file))
-        .write_image(image.as_raw(), image.width(), image.height(), image::ExtendedColorType::L8)
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]
