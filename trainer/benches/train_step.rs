@@ -79,6 +79,19 @@ fn torch_seconds_per_step(net: &Net) -> Result<f64, String> {
     json["seconds_per_step"].as_f64().ok_or_else(|| format!("unexpected PyTorch output {line}"))
 }
 
+/// Rounds of (burn, PyTorch) per network; `AUTOGRAPH_BENCH_ROUNDS` overrides. The two are
+/// interleaved so that a slow patch of this shared machine hits both, and the ratio reported is
+/// the median of the per-round ratios.
+fn rounds() -> usize {
+    std::env::var("AUTOGRAPH_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).filter(|&r| r > 0).unwrap_or(3)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 }
+}
+
 fn main() {
     // SAFETY: first thing in main, before any other thread exists.
     #[allow(unsafe_code)]
@@ -90,14 +103,26 @@ fn main() {
         Net { label: "prototype 32-64-128-128 @ 96x192", height: 96, width: 192, channels: vec![32, 64, 128, 128] },
     ];
     let n = (WRITERS * (GENUINE + FORGED)) as f64;
-    println!("training step, {n} images, CPU ({STEPS} timed steps after {WARMUP} warm-up)");
-    println!("{:<36} {:>12} {:>14} {:>18}", "network", "burn img/s", "PyTorch img/s", "burn / PyTorch");
+    let rounds = rounds();
+    println!("training step, {n} images, CPU ({STEPS} timed steps after {WARMUP} warm-up; {rounds} interleaved rounds)");
+    println!("{:<36} {:>5} {:>12} {:>14} {:>16}", "network", "round", "burn img/s", "PyTorch img/s", "burn / PyTorch");
     for net in &nets {
-        let burn = burn_seconds_per_step(net);
-        let (torch, ratio) = match torch_seconds_per_step(net) {
-            Ok(t) => (format!("{:.1}", n / t), format!("{:.2}", t / burn)),
-            Err(why) => (format!("- ({why})"), "-".into()),
-        };
-        println!("{:<36} {:>12.1} {:>14} {:>18}", net.label, n / burn, torch, ratio);
+        let (mut burn_rates, mut torch_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            let burn = burn_seconds_per_step(net);
+            burn_rates.push(n / burn);
+            let (torch, ratio) = match torch_seconds_per_step(net) {
+                Ok(t) => {
+                    torch_rates.push(n / t);
+                    ratios.push(t / burn);
+                    (format!("{:.1}", n / t), format!("{:.3}", t / burn))
+                }
+                Err(why) => (format!("- ({why})"), "-".into()),
+            };
+            println!("{:<36} {:>5} {:>12.1} {:>14} {:>16}", net.label, round, n / burn, torch, ratio);
+        }
+        let torch = if torch_rates.is_empty() { "-".to_string() } else { format!("{:.1}", median(torch_rates)) };
+        let ratio = if ratios.is_empty() { "-".to_string() } else { format!("{:.3}", median(ratios)) };
+        println!("{:<36} {:>5} {:>12.1} {:>14} {:>16}", net.label, "med", median(burn_rates), torch, ratio);
     }
 }
