@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use autograph_shared::adaptive::{Cohort, DecisionRule, ScoreMethod, consistency, less_consistency};
+use autograph_shared::adaptive::{Cohort, DecisionRule, consistency, less_consistency, reference_only_score};
 use autograph_shared::gallery::{KioskGallery, Template};
 use autograph_shared::manifest::Precision;
 use autograph_shared::online::{Fusion, Trajectory};
@@ -216,6 +216,10 @@ pub fn verify_with_pen(
             Some(c) => (DecisionRule::Consistency, less_consistency(similarity, c)),
             None => (DecisionRule::Nearest, similarity),
         },
+        DecisionRule::Subspace => match reference_only_score(policy.rule.method(), writer.templates(), probe) {
+            Some(Some(score)) => (DecisionRule::Subspace, score),
+            _ => (DecisionRule::Nearest, similarity),
+        },
         _ => {
             let scored = writer.score_with(policy.rule, probe, policy.cohort());
             (scored.rule, scored.score)
@@ -224,10 +228,11 @@ pub fn verify_with_pen(
     let (point, fallback) = if rule == policy.rule {
         (policy.point, policy.note.clone())
     } else {
-        let why = if policy.rule.method() == ScoreMethod::Consistency {
+        let why = if matches!(policy.rule, DecisionRule::Consistency | DecisionRule::Subspace) {
             format!(
-                "{user:?} is enrolled with a single reference and the consistency rule needs two, so the nearest \
-                 rule decided instead; enrol another reference"
+                "{user:?} is enrolled with a single reference and the {} rule needs two, so the nearest rule \
+                 decided instead; enrol another reference",
+                rule_name(policy.rule)
             )
         } else if writer.model().is_none() {
             format!(

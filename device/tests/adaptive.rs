@@ -72,6 +72,7 @@ fn adaptive_bundle_fits_at_enrolment_and_verifies_by_its_rule() {
         (DecisionRule::Classifier, "classifier"),
         (DecisionRule::Normalised, "normalised"),
         (DecisionRule::Consistency, "consistency"),
+        (DecisionRule::Subspace, "subspace"),
     ] {
         let s = Setup::new();
         let bundle = s.path("bundle");
@@ -80,6 +81,7 @@ fn adaptive_bundle_fits_at_enrolment_and_verifies_by_its_rule() {
         let thresholds = match rule {
             DecisionRule::Classifier => fixture.classifier,
             DecisionRule::Consistency => fixture.consistency,
+            DecisionRule::Subspace => fixture.subspace,
             _ => fixture.normalised,
         };
 
@@ -191,6 +193,35 @@ fn consistency_needs_two_references_and_no_writer_model() {
     // Writer models are not needed by this rule: no refit is advised for the writers without one.
     let check = s.run(&new, &["gallery", "check"], &[]).json();
     assert_eq!((check["writers_without_model"].as_u64(), check["refit_advised"].as_bool()), (Some(2), Some(false)));
+}
+
+/// The subspace rule, like consistency, needs only the references: its score is
+/// `WriterSubspace::score` of the enrolled templates, and a single reference falls back.
+#[test]
+fn subspace_scores_from_the_references_and_needs_two() {
+    let s = Setup::new();
+    let (old, new) = (s.path("old-bundle"), s.path("new-bundle"));
+    write_bundle(&old, 1);
+    write_adaptive_bundle(&new, 1, DecisionRule::Subspace);
+    s.enroll(&old, "alice", 1, 0..3);
+    s.enroll(&old, "bob", 2, 0..1);
+
+    let run = s.verify(&new, "alice", 1, 20);
+    let j = run.json();
+    assert_eq!((run.code, j["rule"].as_str(), j["fallback"].is_null()), (0, Some("subspace"), true), "{j}");
+    let threshold = f64::from(adaptive_fixture(1).subspace.random.eer);
+    assert!((f(&j["threshold"]) - threshold).abs() < 1e-6, "{j}");
+    let gallery = store::load(&common::gallery_file(&s.gallery), None).expect("gallery");
+    let refs = gallery.get("alice").expect("alice").templates();
+    let probe = common::templates_of(1, &[(1, 20)])[0];
+    let expected = autograph_shared::adaptive::subspace_score(refs, &probe).expect("three references");
+    assert!((f(&j["score"]) - f64::from(expected)).abs() < 1e-6, "{j} vs {expected}");
+
+    let run = s.verify(&new, "bob", 2, 20);
+    let j = run.json();
+    assert_eq!(j["rule"], "nearest", "{j}");
+    assert!(j["fallback"].as_str().is_some_and(|f| f.contains("the subspace rule needs two")), "{j}");
+    assert_eq!(j["score"], j["similarity"]);
 }
 
 #[test]
@@ -431,10 +462,10 @@ fn bench_measures_the_adaptive_rules() {
         assert_eq!(a["cohort"], if adaptive { "bundle" } else { "synthetic" });
         assert_eq!((a["cohort_templates"].as_u64(), a["references"].as_u64()), (Some(300), Some(5)));
         assert_keys(&a["enroll_ms"], &["nearest", "fitted"]);
-        assert_keys(&a["decide_ms"], &["nearest", "normalised", "classifier", "consistency"]);
+        assert_keys(&a["decide_ms"], &["nearest", "normalised", "classifier", "consistency", "subspace"]);
         assert_keys(
             &a["ratio_vs_nearest"],
-            &["enroll_fitted", "decide_normalised", "decide_classifier", "decide_consistency"],
+            &["enroll_fitted", "decide_normalised", "decide_classifier", "decide_consistency", "decide_subspace"],
         );
         // Figures only: positive and finite (no wall-clock assertion).
         for v in a["ratio_vs_nearest"].as_object().expect("ratios").values() {

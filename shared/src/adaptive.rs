@@ -15,6 +15,12 @@
 //!   writer who signs the same way every time must come closer to a reference to be accepted
 //!   than one who never does: one global threshold becomes a threshold per writer. It needs
 //!   neither the cohort nor a fitted model, only two or more references;
+//! * **subspace** ([`ScoreMethod::Subspace`]): the probe's squared distance to the centroid of
+//!   the writer's references, with the part of it that lies along the writer's own variation
+//!   (the span of the references around their centroid) mostly forgiven, plus half the writer's
+//!   spread. A genuine signature differs from the references the way they differ from each
+//!   other; a skilled forgery leaves that subspace. Like consistency, it needs only two or more
+//!   references;
 //! * a **linear classifier** ([`ScoreMethod::Classifier`]): L2-regularised, class-balanced
 //!   logistic regression on the 128-d embeddings, the writer's references as positives and the
 //!   cohort as negatives, fitted by Newton's method (a fixed maximum of iterations, no
@@ -224,6 +230,9 @@ pub enum DecisionRule {
     Classifier,
     /// The nearest-reference score less the writer's consistency ([`ScoreMethod::Consistency`]).
     Consistency,
+    /// Distance from the references' centroid, forgiving the writer's own variation
+    /// ([`ScoreMethod::Subspace`]).
+    Subspace,
 }
 
 /// Every scoring method that can be evaluated; [`DecisionRule`] picks one of them.
@@ -245,6 +254,8 @@ pub enum ScoreMethod {
     /// `s − CONSISTENCY_WEIGHT · c`, with `c` the mean over the references of each one's
     /// similarity to its nearest other reference ([`consistency`]); `NaN` with one reference.
     Consistency,
+    /// [`WriterSubspace::score`]; `NaN` with one reference.
+    Subspace,
 }
 
 /// How much of the writer's consistency [`ScoreMethod::Consistency`] subtracts. Chosen on
@@ -281,6 +292,98 @@ pub fn less_consistency(similarity: f32, consistency: f32) -> f32 {
     (f64::from(similarity) - CONSISTENCY_WEIGHT * f64::from(consistency)) as f32
 }
 
+/// The share of a probe's deviation along the writer's own variation that
+/// [`ScoreMethod::Subspace`] forgives. With [`SUBSPACE_SPREAD_WEIGHT`], chosen on validation
+/// writers of five folds among 0.5-1.0 × 0.3-0.7 (docs/evaluation.md, session 9); the family is
+/// flat within a few tenths of a point around this choice.
+pub const SUBSPACE_FORGIVEN: f64 = 0.9;
+
+/// How much of the writer's spread (mean squared distance of its references to their centroid)
+/// [`ScoreMethod::Subspace`] adds back: a writer who varies much gets a looser threshold.
+pub const SUBSPACE_SPREAD_WEIGHT: f64 = 0.5;
+
+/// A writer's references seen as a centroid and the directions they vary in, fitted from the
+/// references alone (a few thousand multiply-adds; nothing is stored in the gallery).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriterSubspace {
+    centroid: [f64; EMBEDDING_DIM],
+    /// Orthonormal basis of the span of the references' deviations from the centroid (at most
+    /// `references − 1` vectors; duplicates add none).
+    basis: Vec<[f64; EMBEDDING_DIM]>,
+    /// Mean squared distance of the references to the centroid.
+    spread: f64,
+}
+
+impl WriterSubspace {
+    /// `None` with fewer than two references (a single one has no variation).
+    pub fn fit(references: &[Template]) -> Option<Self> {
+        if references.len() < 2 {
+            return None;
+        }
+        let points: Vec<[f64; EMBEDDING_DIM]> = references.iter().map(|t| t.to_f32().map(f64::from)).collect();
+        let n = points.len() as f64;
+        let mut centroid = [0f64; EMBEDDING_DIM];
+        for p in &points {
+            for (c, v) in centroid.iter_mut().zip(p) {
+                *c += v / n;
+            }
+        }
+        let deviations: Vec<[f64; EMBEDDING_DIM]> =
+            points.iter().map(|p| std::array::from_fn(|k| p[k] - centroid[k])).collect();
+        let spread = deviations.iter().map(|d| dot(d, d)).sum::<f64>() / n;
+        // Gram-Schmidt, each vector orthogonalised twice against the basis so far (one pass
+        // loses orthogonality when deviations are nearly parallel); what is left of a vector
+        // below a millionth of the spread is a duplicate direction, not a new one.
+        let mut basis: Vec<[f64; EMBEDDING_DIM]> = Vec::new();
+        for d in &deviations {
+            let mut v = *d;
+            for _ in 0..2 {
+                for q in &basis {
+                    let along = dot(&v, q);
+                    v.iter_mut().zip(q).for_each(|(x, y)| *x -= along * y);
+                }
+            }
+            let norm_sq = dot(&v, &v);
+            if norm_sq > 1e-6 * spread && norm_sq > 0.0 {
+                let norm = norm_sq.sqrt();
+                basis.push(v.map(|x| x / norm));
+            }
+        }
+        Some(Self { centroid, basis, spread })
+    }
+
+    /// `−(‖d‖² − SUBSPACE_FORGIVEN·‖P d‖²) + SUBSPACE_SPREAD_WEIGHT·spread`, with `d` the probe
+    /// less the centroid and `P` the projection onto the writer's variation. Higher is more
+    /// likely the writer's, as for every other method.
+    pub fn score(&self, probe: &Template) -> f32 {
+        let p = probe.to_f32();
+        let d: [f64; EMBEDDING_DIM] = std::array::from_fn(|k| f64::from(p[k]) - self.centroid[k]);
+        let along: f64 = self.basis.iter().map(|q| dot(&d, q).powi(2)).sum();
+        (-(dot(&d, &d) - SUBSPACE_FORGIVEN * along) + SUBSPACE_SPREAD_WEIGHT * self.spread) as f32
+    }
+
+    /// Dimension of the writer's variation (the basis size).
+    pub fn rank(&self) -> usize {
+        self.basis.len()
+    }
+}
+
+/// [`ScoreMethod::Subspace`]'s score (`None` with fewer than two references).
+pub fn subspace_score(references: &[Template], probe: &Template) -> Option<f32> {
+    WriterSubspace::fit(references).map(|s| s.score(probe))
+}
+
+/// The score of a method that needs the writer's references only (no cohort, no fitted model):
+/// `Some(None)` when the method is one but the references are too few (the kiosk falls back to
+/// the nearest rule), `None` for every other method.
+pub fn reference_only_score(method: ScoreMethod, references: &[Template], probe: &Template) -> Option<Option<f32>> {
+    match method {
+        ScoreMethod::Consistency => Some(consistency_score(references, probe)),
+        ScoreMethod::Subspace => Some(subspace_score(references, probe)),
+        _ => None,
+    }
+}
+
 /// The normalisation [`DecisionRule::Normalised`] uses.
 ///
 /// S-norm by default: it corrects both the writer's side (how crowded the region around the
@@ -290,13 +393,14 @@ pub fn less_consistency(similarity: f32, consistency: f32) -> f32 {
 pub const NORMALISED_METHOD: ScoreMethod = ScoreMethod::SNorm;
 
 impl ScoreMethod {
-    pub const ALL: [ScoreMethod; 6] = [
+    pub const ALL: [ScoreMethod; 7] = [
         ScoreMethod::Nearest,
         ScoreMethod::ZNorm,
         ScoreMethod::TNorm,
         ScoreMethod::SNorm,
         ScoreMethod::Classifier,
         ScoreMethod::Consistency,
+        ScoreMethod::Subspace,
     ];
 
     /// Whether scoring needs the cohort at verification time.
@@ -317,11 +421,21 @@ impl ScoreMethod {
             ScoreMethod::SNorm => "s-norm",
             ScoreMethod::Classifier => "classifier",
             ScoreMethod::Consistency => "consistency",
+            ScoreMethod::Subspace => "subspace",
         }
     }
 }
 
 impl DecisionRule {
+    /// Every rule, in the order reports list them.
+    pub const ALL: [DecisionRule; 5] = [
+        DecisionRule::Nearest,
+        DecisionRule::Normalised,
+        DecisionRule::Classifier,
+        DecisionRule::Consistency,
+        DecisionRule::Subspace,
+    ];
+
     /// The scoring method this rule stands for.
     pub const fn method(self) -> ScoreMethod {
         match self {
@@ -329,6 +443,7 @@ impl DecisionRule {
             DecisionRule::Normalised => NORMALISED_METHOD,
             DecisionRule::Classifier => ScoreMethod::Classifier,
             DecisionRule::Consistency => ScoreMethod::Consistency,
+            DecisionRule::Subspace => ScoreMethod::Subspace,
         }
     }
 }
@@ -454,6 +569,7 @@ impl WriterModel {
             }
             ScoreMethod::Classifier => self.classifier_score(probe),
             ScoreMethod::Consistency => consistency_score(references, probe).unwrap_or(f32::NAN),
+            ScoreMethod::Subspace => subspace_score(references, probe).unwrap_or(f32::NAN),
         }
     }
 
@@ -573,7 +689,7 @@ impl Problem {
     }
 }
 
-fn dot(a: &[f64; D], b: &[f64; D]) -> f64 {
+fn dot<const N: usize>(a: &[f64; N], b: &[f64; N]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
@@ -702,6 +818,7 @@ pub fn method_scores(
             continue;
         };
         let writer_consistency = consistency(&enrolled);
+        let writer_subspace = WriterSubspace::fit(&enrolled);
         let mut max_pair = f32::NEG_INFINITY;
         for (k, &a) in genuine.iter().enumerate() {
             for &b in &genuine[k + 1..] {
@@ -726,6 +843,10 @@ pub fn method_scores(
                         let raw = writer_score(&enrolled, probe);
                         writer_consistency.map_or(raw, |c| less_consistency(raw, c))
                     }
+                    ScoreMethod::Subspace => match &writer_subspace {
+                        Some(subspace) => subspace.score(probe),
+                        None => writer_score(&enrolled, probe),
+                    },
                     method => model.score_method(method, &enrolled, probe, None),
                 }
             };
@@ -897,6 +1018,59 @@ mod tests {
         let mut e = vec![0f32; EMBEDDING_DIM];
         e[k] = 1.0;
         e
+    }
+
+    #[test]
+    fn subspace_by_hand() {
+        // References on axes 0 and 1 (exactly 1.0 in int8): centroid (½, ½), variation along
+        // (1, −1)/√2, spread ½.
+        let refs = [axis(0), axis(1)];
+        let subspace = WriterSubspace::fit(&refs).expect("two references");
+        assert_eq!(subspace.rank(), 1);
+        let (forgiven, weight) = (SUBSPACE_FORGIVEN, SUBSPACE_SPREAD_WEIGHT);
+        // A probe on axis 0 deviates (½, −½): all of it along the variation.
+        let along = f64::from(subspace.score(&axis(0)));
+        assert!((along - (-(0.5 - forgiven * 0.5) + weight * 0.5)).abs() < 1e-6, "{along}");
+        // A probe on axis 2 deviates (−½, −½, 1): none of it along the variation.
+        let off = f64::from(subspace.score(&axis(2)));
+        assert!((off - (-1.5 + weight * 0.5)).abs() < 1e-6, "{off}");
+        assert_eq!(subspace_score(&refs, &axis(2)), Some(off as f32));
+        // A duplicate reference adds no direction; three independent ones span two.
+        assert_eq!(WriterSubspace::fit(&[axis(0), axis(0), axis(1)]).expect("three").rank(), 1);
+        assert_eq!(WriterSubspace::fit(&[axis(0), axis(1), axis(2)]).expect("three").rank(), 2);
+        assert_eq!(WriterSubspace::fit(&[axis(3), axis(3)]).expect("two").rank(), 0, "identical references");
+        // One reference: no variation, no score; the method gives NaN so no threshold passes.
+        assert_eq!(WriterSubspace::fit(&refs[..1]), None);
+        assert_eq!(subspace_score(&refs[..1], &axis(0)), None);
+        let cohort = Cohort::new(vec![axis(4), axis(5)]).expect("cohort");
+        let model = WriterModel::fit(&refs[..1], &cohort, &AdaptiveConfig::default()).expect("fit");
+        assert!(model.score_method(ScoreMethod::Subspace, &refs[..1], &axis(0), None).is_nan());
+        assert!(!ScoreMethod::Subspace.needs_cohort() && !ScoreMethod::Subspace.needs_model());
+        assert_eq!(reference_only_score(ScoreMethod::Nearest, &refs, &axis(0)), None);
+    }
+
+    /// Probes at about the same distance from a writer's centroid (both are re-normalised to
+    /// unit length): the one that differs the way the references differ from each other scores
+    /// higher than one that leaves their span.
+    #[test]
+    fn subspace_prefers_the_writers_own_variation() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let center = basis(0);
+        let refs: Vec<Template> = (0..5).map(|_| near(&mut rng, &center, 0.4)).collect();
+        let subspace = WriterSubspace::fit(&refs).expect("five");
+        assert_eq!(subspace.rank(), 4);
+        // Reflecting a reference through the centroid stays in the span; a step of the same
+        // length along an unused axis leaves it.
+        let r = refs[0].to_f32();
+        let c: Vec<f32> =
+            (0..EMBEDDING_DIM).map(|k| refs.iter().map(|t| t.to_f32()[k]).sum::<f32>() / refs.len() as f32).collect();
+        let within: Vec<f32> = (0..EMBEDDING_DIM).map(|k| 2.0 * c[k] - r[k]).collect();
+        let step = (0..EMBEDDING_DIM).map(|k| (r[k] - c[k]).powi(2)).sum::<f32>().sqrt();
+        let mut outside = c.clone();
+        outside[EMBEDDING_DIM - 1] += step;
+        let (within, outside) =
+            (Template::from_embedding(&within).expect("t"), Template::from_embedding(&outside).expect("t"));
+        assert!(subspace.score(&within) > subspace.score(&outside));
     }
 
     #[test]

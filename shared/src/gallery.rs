@@ -371,13 +371,12 @@ impl<const TEMPLATES: usize> WriterEntry<TEMPLATES> {
     /// [`RuleScore::rule`] says which rule was used, so the matching threshold can be applied.
     pub fn score_with(&self, rule: DecisionRule, probe: &Template, cohort: Option<&Cohort>) -> RuleScore {
         let method = rule.method();
-        if method == ScoreMethod::Consistency {
+        if let Some(score) = crate::adaptive::reference_only_score(method, &self.templates, probe) {
             // From the references alone: writers enrolled before the bundle had a cohort get it
             // too; a single reference falls back.
-            let similarity = self.score(probe);
-            return match crate::adaptive::consistency(&self.templates) {
-                Some(c) => RuleScore { rule, score: crate::adaptive::less_consistency(similarity, c) },
-                None => RuleScore { rule: DecisionRule::Nearest, score: similarity },
+            return match score {
+                Some(score) => RuleScore { rule, score },
+                None => RuleScore { rule: DecisionRule::Nearest, score: self.score(probe) },
             };
         }
         match &self.model {

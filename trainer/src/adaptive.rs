@@ -136,7 +136,7 @@ pub fn choose_rule(
     config: &AdaptiveConfig,
 ) -> Result<(DecisionRule, RuleEers, Thresholds)> {
     let scores = method_scores(validation, cohort, references, SEED, config);
-    let rules = [DecisionRule::Nearest, DecisionRule::Normalised, DecisionRule::Classifier, DecisionRule::Consistency];
+    let rules = DecisionRule::ALL;
     let eer = |genuine: &[f32], impostor: &[f32]| {
         let e = metrics::eer(genuine, impostor).eer;
         e.is_finite().then_some(e)

@@ -288,7 +288,7 @@ fn measure_adaptive(bundle: &Bundle, runs: usize) -> Result<AdaptiveBench, Comma
     let probes: Vec<Template> = (0..16).map(|_| random_template(&mut rng)).collect();
     let point = OperatingPoint { against: None, point: Point::Manual, threshold: 0.5 };
     let mut decide_ms = BTreeMap::new();
-    for rule in [DecisionRule::Nearest, DecisionRule::Normalised, DecisionRule::Classifier, DecisionRule::Consistency] {
+    for rule in DecisionRule::ALL {
         let policy = Policy { rule, cohort: Some(Arc::clone(&cohort)), ..Policy::nearest(point, 0.999) };
         let mut i = 0;
         let stats = time(runs, || {
@@ -304,7 +304,7 @@ fn measure_adaptive(bundle: &Bundle, runs: usize) -> Result<AdaptiveBench, Comma
     let mut ratio_vs_nearest = BTreeMap::new();
     let ratio = |map: &BTreeMap<String, Stats>, key: &str| map[key].median / map["nearest"].median;
     ratio_vs_nearest.insert("enroll_fitted".to_string(), ratio(&enroll_ms, "fitted"));
-    for rule in ["normalised", "classifier", "consistency"] {
+    for rule in DecisionRule::ALL.into_iter().skip(1).map(rule_name) {
         ratio_vs_nearest.insert(format!("decide_{rule}"), ratio(&decide_ms, rule));
     }
     Ok(AdaptiveBench {
@@ -601,7 +601,7 @@ fn table(j: &BenchJson) -> String {
     if let Some(s) = a.enroll_ms.get("fitted") {
         row(&mut out, "enroll, writer model fitted", s, ratio("enroll_fitted"));
     }
-    for rule in ["nearest", "normalised", "classifier", "consistency"] {
+    for rule in DecisionRule::ALL.map(rule_name) {
         if let Some(s) = a.decide_ms.get(rule) {
             row(&mut out, &format!("decide, {rule} rule"), s, ratio(&format!("decide_{rule}")));
         }

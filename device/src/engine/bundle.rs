@@ -164,5 +164,6 @@ pub fn rule_name(rule: DecisionRule) -> &'static str {
         DecisionRule::Normalised => "normalised",
         DecisionRule::Classifier => "classifier",
         DecisionRule::Consistency => "consistency",
+        DecisionRule::Subspace => "subspace",
     }
 }

@@ -316,6 +316,7 @@ pub struct AdaptiveFixture {
     pub normalised: Thresholds,
     pub classifier: Thresholds,
     pub consistency: Thresholds,
+    pub subspace: Thresholds,
 }
 
 /// The int8 templates of `(writer, sample)` pairs, embedded by the f32 model of bundle `seed`
@@ -384,6 +385,7 @@ pub fn adaptive_fixture(seed: u64) -> AdaptiveFixture {
         normalised: thresholds(DecisionRule::Normalised),
         classifier: thresholds(DecisionRule::Classifier),
         consistency: thresholds(DecisionRule::Consistency),
+        subspace: thresholds(DecisionRule::Subspace),
         cohort,
     };
     cache.push((seed, fixture.clone()));
@@ -411,6 +413,7 @@ pub fn write_adaptive_bundle_with(
         DecisionRule::Normalised => fixture.normalised,
         DecisionRule::Classifier => fixture.classifier,
         DecisionRule::Consistency => fixture.consistency,
+        DecisionRule::Subspace => fixture.subspace,
         DecisionRule::Nearest => calibration().thresholds,
     };
     write_bundle_with(dir, seed, |m| {
