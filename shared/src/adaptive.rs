@@ -1137,10 +1137,11 @@ mod tests {
         let zn = model.score_method(ScoreMethod::ZNorm, &refs, &probe, None);
         assert!((sn - (zn + tn) / 2.0).abs() < 1e-5);
         // Without the cohort, the methods that need it give NaN; the others do not (but for
-        // consistency, which needs a second reference).
+        // consistency and subspace, which need a second reference).
         for m in ScoreMethod::ALL {
             let v = model.score_method(m, &refs, &probe, None);
-            assert_eq!(v.is_nan(), m.needs_cohort() || m == ScoreMethod::Consistency, "{m:?}");
+            let needs_two = matches!(m, ScoreMethod::Consistency | ScoreMethod::Subspace);
+            assert_eq!(v.is_nan(), m.needs_cohort() || needs_two, "{m:?}");
         }
         assert_eq!(model.score(DecisionRule::Nearest, &refs, &probe, None), raw);
     }

@@ -59,9 +59,9 @@ pub struct SetResult {
     pub set: String,
     pub test_writers: usize,
     pub test: VerificationMetrics,
-    /// Every decision rule (nearest, z/t/s-norm, per-writer classifier, consistency) at R = 1, 3, 5, 10 on
-    /// this set's test writers, thresholds from its validation writers, the cohort from the
-    /// fold's training writers (see [`crate::adaptive`]).
+    /// Every decision rule (nearest, z/t/s-norm, per-writer classifier, consistency, subspace) at
+    /// R = 1, 3, 5, 10 on this set's test writers, thresholds from its validation writers, the
+    /// cohort from the fold's training writers (see [`crate::adaptive`]).
     #[serde(default)]
     pub rules: Option<RuleComparison>,
 }

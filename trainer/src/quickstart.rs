@@ -125,7 +125,7 @@ pub struct KioskOutcome {
     pub threshold: f32,
     /// Which calibration the threshold is from (`skilled` or `random`, EER point).
     pub against: String,
-    /// The bundle's decision rule (`nearest`, `normalised`, `classifier` or `consistency`).
+    /// The bundle's decision rule (`nearest`, `normalised`, `classifier`, `consistency` or `subspace`).
     pub rule: String,
     pub genuine_accepted: usize,
     pub genuine_rejected: usize,

@@ -71,8 +71,8 @@ pub struct VerifyJson {
     /// The normalised score (the `normalised` rule's), when the writer has a writer model and
     /// the bundle a cohort; else `null`.
     pub normalised: Option<f32>,
-    /// The rule actually used: `nearest`, `normalised`, `classifier` or `consistency` (under fusion, the
-    /// image part is the nearest-reference similarity: `nearest`).
+    /// The rule actually used: `nearest`, `normalised`, `classifier`, `consistency` or `subspace`
+    /// (under fusion, the image part is the nearest-reference similarity: `nearest`).
     pub rule: DecisionRule,
     /// `image`: the image rule's score decided; `fused`: the fused score did.
     pub modality: Modality,
