@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use autograph_shared::adaptive::{Cohort, DecisionRule, consistency, less_consistency, reference_only_score};
+use autograph_shared::adaptive::{Cohort, DecisionRule, consistency, less_consistency, subspace_score};
 use autograph_shared::gallery::{KioskGallery, Template};
 use autograph_shared::manifest::Precision;
 use autograph_shared::online::{Fusion, Trajectory};
@@ -216,9 +216,9 @@ pub fn verify_with_pen(
             Some(c) => (DecisionRule::Consistency, less_consistency(similarity, c)),
             None => (DecisionRule::Nearest, similarity),
         },
-        DecisionRule::Subspace => match reference_only_score(policy.rule.method(), writer.templates(), probe) {
-            Some(Some(score)) => (DecisionRule::Subspace, score),
-            _ => (DecisionRule::Nearest, similarity),
+        DecisionRule::Subspace => match subspace_score(writer.templates(), probe) {
+            Some(score) => (DecisionRule::Subspace, score),
+            None => (DecisionRule::Nearest, similarity),
         },
         _ => {
             let scored = writer.score_with(policy.rule, probe, policy.cohort());
@@ -228,7 +228,7 @@ pub fn verify_with_pen(
     let (point, fallback) = if rule == policy.rule {
         (policy.point, policy.note.clone())
     } else {
-        let why = if matches!(policy.rule, DecisionRule::Consistency | DecisionRule::Subspace) {
+        let why = if policy.rule.method().from_references_only() {
             format!(
                 "{user:?} is enrolled with a single reference and the {} rule needs two, so the nearest rule \
                  decided instead; enrol another reference",

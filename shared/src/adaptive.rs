@@ -320,16 +320,15 @@ impl WriterSubspace {
         if references.len() < 2 {
             return None;
         }
-        let points: Vec<[f64; EMBEDDING_DIM]> = references.iter().map(|t| t.to_f32().map(f64::from)).collect();
-        let n = points.len() as f64;
+        let mut deviations: Vec<[f64; EMBEDDING_DIM]> = references.iter().map(|t| t.to_f32().map(f64::from)).collect();
+        let n = deviations.len() as f64;
         let mut centroid = [0f64; EMBEDDING_DIM];
-        for p in &points {
-            for (c, v) in centroid.iter_mut().zip(p) {
-                *c += v / n;
-            }
+        for p in &deviations {
+            centroid.iter_mut().zip(p).for_each(|(c, v)| *c += v / n);
         }
-        let deviations: Vec<[f64; EMBEDDING_DIM]> =
-            points.iter().map(|p| std::array::from_fn(|k| p[k] - centroid[k])).collect();
+        for d in &mut deviations {
+            d.iter_mut().zip(&centroid).for_each(|(x, c)| *x -= c);
+        }
         let spread = deviations.iter().map(|d| dot(d, d)).sum::<f64>() / n;
         // Gram-Schmidt, each vector orthogonalised twice against the basis so far (one pass
         // loses orthogonality when deviations are nearly parallel); what is left of a vector
@@ -344,7 +343,7 @@ impl WriterSubspace {
                 }
             }
             let norm_sq = dot(&v, &v);
-            if norm_sq > 1e-6 * spread && norm_sq > 0.0 {
+            if norm_sq > 1e-6 * spread {
                 let norm = norm_sq.sqrt();
                 basis.push(v.map(|x| x / norm));
             }
@@ -373,13 +372,12 @@ pub fn subspace_score(references: &[Template], probe: &Template) -> Option<f32> 
     WriterSubspace::fit(references).map(|s| s.score(probe))
 }
 
-/// The score of a method that needs the writer's references only (no cohort, no fitted model):
-/// `Some(None)` when the method is one but the references are too few (the kiosk falls back to
-/// the nearest rule), `None` for every other method.
-pub fn reference_only_score(method: ScoreMethod, references: &[Template], probe: &Template) -> Option<Option<f32>> {
+/// The score of a [`ScoreMethod::from_references_only`] method; `None` with too few references
+/// (the kiosk then falls back to the nearest rule) or for any other method.
+pub fn reference_only_score(method: ScoreMethod, references: &[Template], probe: &Template) -> Option<f32> {
     match method {
-        ScoreMethod::Consistency => Some(consistency_score(references, probe)),
-        ScoreMethod::Subspace => Some(subspace_score(references, probe)),
+        ScoreMethod::Consistency => consistency_score(references, probe),
+        ScoreMethod::Subspace => subspace_score(references, probe),
         _ => None,
     }
 }
@@ -411,6 +409,12 @@ impl ScoreMethod {
     /// Whether scoring needs a fitted [`WriterModel`].
     pub const fn needs_model(self) -> bool {
         matches!(self, ScoreMethod::ZNorm | ScoreMethod::SNorm | ScoreMethod::Classifier)
+    }
+
+    /// Whether the score comes from the writer's references alone (no cohort, no writer model):
+    /// such a method needs two or more references, and a writer with one falls back.
+    pub const fn from_references_only(self) -> bool {
+        matches!(self, ScoreMethod::Consistency | ScoreMethod::Subspace)
     }
 
     pub const fn name(self) -> &'static str {
@@ -1046,6 +1050,7 @@ mod tests {
         let model = WriterModel::fit(&refs[..1], &cohort, &AdaptiveConfig::default()).expect("fit");
         assert!(model.score_method(ScoreMethod::Subspace, &refs[..1], &axis(0), None).is_nan());
         assert!(!ScoreMethod::Subspace.needs_cohort() && !ScoreMethod::Subspace.needs_model());
+        assert!(!ScoreMethod::Nearest.from_references_only() && ScoreMethod::Subspace.from_references_only());
         assert_eq!(reference_only_score(ScoreMethod::Nearest, &refs, &axis(0)), None);
     }
 

@@ -371,10 +371,10 @@ impl<const TEMPLATES: usize> WriterEntry<TEMPLATES> {
     /// [`RuleScore::rule`] says which rule was used, so the matching threshold can be applied.
     pub fn score_with(&self, rule: DecisionRule, probe: &Template, cohort: Option<&Cohort>) -> RuleScore {
         let method = rule.method();
-        if let Some(score) = crate::adaptive::reference_only_score(method, &self.templates, probe) {
+        if method.from_references_only() {
             // From the references alone: writers enrolled before the bundle had a cohort get it
             // too; a single reference falls back.
-            return match score {
+            return match crate::adaptive::reference_only_score(method, &self.templates, probe) {
                 Some(score) => RuleScore { rule, score },
                 None => RuleScore { rule: DecisionRule::Nearest, score: self.score(probe) },
             };

@@ -136,13 +136,12 @@ pub fn choose_rule(
     config: &AdaptiveConfig,
 ) -> Result<(DecisionRule, RuleEers, Thresholds)> {
     let scores = method_scores(validation, cohort, references, SEED, config);
-    let rules = DecisionRule::ALL;
     let eer = |genuine: &[f32], impostor: &[f32]| {
         let e = metrics::eer(genuine, impostor).eer;
         e.is_finite().then_some(e)
     };
     let mut eers = Vec::new();
-    for rule in rules {
+    for rule in DecisionRule::ALL {
         let s = &scores.iter().find(|m| m.method == rule.method()).context("a scoring method is missing")?.scores;
         eers.push((rule, eer(&s.genuine, &s.skilled), eer(&s.genuine, &s.random)));
     }

@@ -304,7 +304,7 @@ fn measure_adaptive(bundle: &Bundle, runs: usize) -> Result<AdaptiveBench, Comma
     let mut ratio_vs_nearest = BTreeMap::new();
     let ratio = |map: &BTreeMap<String, Stats>, key: &str| map[key].median / map["nearest"].median;
     ratio_vs_nearest.insert("enroll_fitted".to_string(), ratio(&enroll_ms, "fitted"));
-    for rule in DecisionRule::ALL.into_iter().skip(1).map(rule_name) {
+    for rule in DecisionRule::ALL.into_iter().filter(|&r| r != DecisionRule::Nearest).map(rule_name) {
         ratio_vs_nearest.insert(format!("decide_{rule}"), ratio(&decide_ms, rule));
     }
     Ok(AdaptiveBench {
