@@ -111,8 +111,7 @@ pub fn find_data(explicit: &[PathBuf], env: Option<std::ffi::OsString>) -> Resul
 /// [`EPOCHS`] × [`STEPS_PER_EPOCH`]; `--epochs`, `--steps-per-epoch` and `--seed` override it.
 pub fn config(args: &QuickstartArgs) -> Result<TrainingConfig> {
     let mut config = match &args.config {
-        Some(path) => TrainingConfig::load(path)
-            .map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))?,
+        Some(path) => TrainingConfig::load(path).map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))?,
         None => TrainingConfig::new().with_epochs(EPOCHS).with_steps_per_epoch(STEPS_PER_EPOCH),
     };
     if let Some(epochs) = args.epochs {
