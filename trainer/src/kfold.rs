@@ -15,7 +15,6 @@ use autograph_shared::adaptive::{COMPARED_REFERENCES, Cohort, RuleComparison, Sc
 use autograph_shared::dataset::links::linked_writers;
 use autograph_shared::dataset::splits::{SetSplit, k_fold_per_set, union};
 use autograph_shared::protocol::{VerificationMetrics, embed_samples};
-use burn::config::Config;
 use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
 
@@ -434,7 +433,7 @@ pub fn markdown(report: &KFoldReport) -> String {
 /// `eval --kfold K`: builds the short training config from the flags and runs the folds on CPU.
 pub fn run_cli(folds: usize, args: &EvalArgs) -> Result<ExitCode> {
     let mut config = match &args.config {
-        Some(path) => TrainingConfig::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        Some(path) => crate::train::load_config_flag(path)?,
         None => TrainingConfig::new(),
     };
     config.epochs = args.epochs;

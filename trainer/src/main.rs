@@ -12,7 +12,6 @@ use autograph_trainer::fetch;
 use autograph_trainer::loss::Mining;
 use autograph_trainer::sampler::SetMix;
 use autograph_trainer::train::{LossKind, TrainingConfig};
-use burn::config::Config;
 
 /// Train and ship the Autograph signature embedding model.
 ///
@@ -441,7 +440,7 @@ fn device(kind: DeviceKind) -> Result<burn::prelude::Device> {
 
 fn training_config(args: &TrainArgs) -> Result<TrainingConfig> {
     let mut config = match &args.config {
-        Some(path) => TrainingConfig::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        Some(path) => autograph_trainer::train::load_config_flag(path)?,
         None => TrainingConfig::new(),
     };
     if let Some(loss) = args.loss {

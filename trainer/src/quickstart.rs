@@ -22,14 +22,13 @@ use autograph_shared::dataset::{Dataset, ImageSource, Label, Sample};
 use autograph_shared::evaluation::EvaluationReport;
 use autograph_shared::gallery::KioskGallery;
 use autograph_shared::online::{Trajectory, list_online_dataset, read_trajectory};
-use burn::config::Config;
 use burn::prelude::Device;
 use serde::Serialize;
 
 use crate::bundle::{RunInfo, RunSet, export_bundle, load_data, quantize_bundle, split_data};
 use crate::dynamic::svc_key;
 use crate::eval::{EvalRequest, run as run_eval};
-use crate::train::{TrainingConfig, train};
+use crate::train::{TrainingConfig, load_config_flag, train};
 
 /// Where quickstart looks for data when neither `--data` nor `AUTOGRAPH_DATA` is given
 /// (relative to the working directory: the shared data beside a checkout): the three real
@@ -111,7 +110,7 @@ pub fn find_data(explicit: &[PathBuf], env: Option<std::ffi::OsString>) -> Resul
 /// [`EPOCHS`] × [`STEPS_PER_EPOCH`]; `--epochs`, `--steps-per-epoch` and `--seed` override it.
 pub fn config(args: &QuickstartArgs) -> Result<TrainingConfig> {
     let mut config = match &args.config {
-        Some(path) => TrainingConfig::load(path).map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))?,
+        Some(path) => load_config_flag(path)?,
         None => TrainingConfig::new().with_epochs(EPOCHS).with_steps_per_epoch(STEPS_PER_EPOCH),
     };
     if let Some(epochs) = args.epochs {

@@ -1108,6 +1108,12 @@ pub fn load_training_config(checkpoint_dir: &Path) -> Result<TrainingConfig> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(TRAINING_CONFIG_FILE).display()))
 }
 
+/// The training configuration a `--config FILE` flag names (`train`, `eval --kfold` and
+/// `quickstart` take one), the file named in the error.
+pub fn load_config_flag(path: &Path) -> Result<TrainingConfig> {
+    TrainingConfig::load(path).map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))
+}
+
 fn append_metrics(path: &Path, metrics: &EpochMetrics) -> Result<()> {
     let mut file = fs::OpenOptions::new().create(true).append(true).open(path)?;
     writeln!(file, "{}", serde_json::to_string(metrics)?)?;
