@@ -22,7 +22,7 @@ use autograph_shared::manifest::Precision;
 use autograph_shared::online::{Fusion, Trajectory};
 use serde::Serialize;
 
-use crate::commands::{Against, CommandError, OperatingPoint, OperatingPointArgs};
+use crate::commands::{Against, CommandError, OperatingPoint, OperatingPointArgs, Point};
 use crate::engine::{Bundle, rule_name};
 use crate::replay::{self, ReplayCheck};
 
@@ -82,7 +82,13 @@ impl Policy {
         default: Against,
     ) -> Result<Self, CommandError> {
         let calibration = bundle.rule_calibration(precision)?;
-        let nearest_point = args.resolve(&calibration.nearest.thresholds, default)?;
+        // The nearest rule's own table: the nearest rule's false-accept rate at its EER point is
+        // its EER point.
+        let nearest_args = match args.far {
+            Some(Point::NearestEerFar) => OperatingPointArgs { far: Some(Point::Eer), ..args.clone() },
+            _ => args.clone(),
+        };
+        let nearest_point = nearest_args.resolve(&calibration.nearest.thresholds, default)?;
         let point = if calibration.rule == DecisionRule::Nearest {
             nearest_point
         } else {

@@ -904,23 +904,28 @@ pub struct RuleComparison {
 
 impl RuleComparison {
     /// A Markdown table: method, R, test skilled/random EER, and skilled FAR / genuine FRR at
-    /// the validation skilled-EER threshold (percentages).
+    /// the validation skilled-EER threshold and at the validation threshold matching the
+    /// nearest rule's forgery acceptance (percentages).
     pub fn to_markdown(&self) -> String {
         let pct =
             |v: Option<f64>| v.filter(|v| v.is_finite()).map_or("–".to_owned(), |v| format!("{:.1}%", v * 100.0));
         let mut s = String::from(
-            "| rule | R | skilled EER | random EER | skilled FAR @ val. thr. | FRR @ val. thr. |\n|---|---|---|---|---|---|\n",
+            "| rule | R | skilled EER | random EER | skilled FAR @ val. thr. | FRR @ val. thr. | \
+             skilled FAR @ nearest-eer | FRR @ nearest-eer |\n|---|---|---|---|---|---|---|---|\n",
         );
         for r in &self.rows {
             let at = r.test.skilled.map(|m| m.at_validation_eer_threshold);
+            let matched = r.test.skilled.and_then(|m| m.at_validation_nearest_eer_far_threshold);
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 r.method.name(),
                 r.references,
                 pct(r.skilled_eer()),
                 pct(r.random_eer()),
                 pct(at.map(|p| p.far)),
                 pct(at.map(|p| p.frr)),
+                pct(matched.map(|p| p.far)),
+                pct(matched.map(|p| p.frr)),
             ));
         }
         s
@@ -956,9 +961,13 @@ pub fn compare_rules_with(
     for &r in references {
         let val = method_scores(validation, cohort, r, seed, config);
         let tst = method_scores(test, cohort, r, seed, config);
+        let nearest = val.iter().find(|v| v.method == ScoreMethod::Nearest).map(|v| &v.scores);
         for (v, t) in val.iter().zip(&tst) {
-            let thresholds = protocol::calibrate(&v.scores).ok();
-            let nan = protocol::OperatingThresholds { eer: f32::NAN, far_1pct: f32::NAN, far_0_1pct: f32::NAN };
+            let thresholds = match nearest {
+                Some(n) => protocol::calibrate_against_nearest(&v.scores, n).ok(),
+                None => protocol::calibrate(&v.scores).ok(),
+            };
+            let nan = protocol::OperatingThresholds { eer: f32::NAN, far_1pct: f32::NAN, far_0_1pct: f32::NAN, nearest_eer_far: None };
             let mut test = protocol::verification_metrics(
                 &t.scores,
                 r,
@@ -1350,7 +1359,10 @@ mod tests {
         for row in &cmp.rows {
             assert_eq!(row.validation_writers, 4);
             assert_eq!(row.test.writers, 4);
-            assert!(row.thresholds.is_some());
+            // Every rule is also calibrated at the nearest rule's forgery acceptance.
+            let skilled = row.thresholds.and_then(|t| t.skilled).expect("skilled thresholds");
+            assert!(skilled.nearest_eer_far.is_some_and(f32::is_finite), "{:?}", row.method);
+            assert!(row.test.skilled.is_some_and(|m| m.at_validation_nearest_eer_far_threshold.is_some()));
             let (s, r) = (row.skilled_eer().expect("skilled"), row.random_eer().expect("random"));
             assert!((0.0..=1.0).contains(&s) && (0.0..=1.0).contains(&r));
         }

@@ -1042,7 +1042,7 @@ mod tests {
     }
 
     fn manifest(dataset: &str, split: Option<crate::dataset::splits::WriterSplit>) -> Manifest {
-        let t = OperatingThresholds { eer: 0.9, far_1pct: 0.95, far_0_1pct: 0.97 };
+        let t = OperatingThresholds { eer: 0.9, far_1pct: 0.95, far_0_1pct: 0.97, nearest_eer_far: None };
         let calibration = Calibration {
             references: 3,
             thresholds: Thresholds { skilled: Some(t), random: t },

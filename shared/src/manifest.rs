@@ -411,7 +411,7 @@ mod tests {
 
     pub(crate) fn sample_manifest(dir: &Path) -> Manifest {
         std::fs::write(dir.join(MODEL_F32_FILE), b"pretend onnx").expect("write");
-        let t = OperatingThresholds { eer: 0.8, far_1pct: 0.85, far_0_1pct: 0.9 };
+        let t = OperatingThresholds { eer: 0.8, far_1pct: 0.85, far_0_1pct: 0.9, nearest_eer_far: None };
         let calibration = Calibration {
             references: 5,
             thresholds: Thresholds { skilled: Some(t), random: t },

@@ -109,6 +109,13 @@ pub struct OperatingThresholds {
     pub far_1pct: f32,
     /// FAR at most 0.1% on the calibration writers.
     pub far_0_1pct: f32,
+    /// Where this score accepts these impostors no more often than the nearest-reference rule
+    /// does at its own EER threshold on the same writers (today's acceptance): a writer-adaptive
+    /// rule decided here keeps the forgery acceptance and accepts more genuine signatures.
+    /// Calibrated for the bundle's adaptive rule ([`calibrate_against_nearest`]); `None` in
+    /// older bundles and in tables that are the nearest rule's own (its EER point is that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nearest_eer_far: Option<f32>,
 }
 
 /// Thresholds against skilled and random forgeries, calibrated on validation writers.
@@ -127,6 +134,7 @@ fn operating_thresholds(genuine: &[f32], impostor: &[f32]) -> Option<OperatingTh
         eer: metrics::eer(genuine, impostor).threshold,
         far_1pct: metrics::threshold_at_far(impostor, 0.01),
         far_0_1pct: metrics::threshold_at_far(impostor, 0.001),
+        nearest_eer_far: None,
     })
 }
 
@@ -136,6 +144,30 @@ pub fn calibrate(scores: &VerificationScores) -> Result<Thresholds, EmbedError> 
     let random = operating_thresholds(&scores.genuine, &scores.random)
         .ok_or_else(|| EmbedError("cannot calibrate thresholds: no genuine or random-forgery scores".into()))?;
     Ok(Thresholds { skilled: operating_thresholds(&scores.genuine, &scores.skilled), random })
+}
+
+/// [`calibrate`] for a rule's `scores`, with each table's [`OperatingThresholds::nearest_eer_far`]
+/// from `nearest`: the nearest-reference rule's scores on the same writers and enrolments.
+pub fn calibrate_against_nearest(
+    scores: &VerificationScores,
+    nearest: &VerificationScores,
+) -> Result<Thresholds, EmbedError> {
+    let mut thresholds = calibrate(scores)?;
+    thresholds.random.nearest_eer_far = at_nearest_eer_far(&scores.random, &nearest.genuine, &nearest.random);
+    if let Some(skilled) = &mut thresholds.skilled {
+        skilled.nearest_eer_far = at_nearest_eer_far(&scores.skilled, &nearest.genuine, &nearest.skilled);
+    }
+    Ok(thresholds)
+}
+
+/// The threshold of `impostor` at the FAR the nearest rule has at its EER threshold.
+fn at_nearest_eer_far(impostor: &[f32], nearest_genuine: &[f32], nearest_impostor: &[f32]) -> Option<f32> {
+    let eer = metrics::eer(nearest_genuine, nearest_impostor);
+    if impostor.is_empty() || !eer.threshold.is_finite() {
+        return None;
+    }
+    let far = metrics::rates_at(nearest_genuine, nearest_impostor, eer.threshold).far;
+    Some(metrics::threshold_at_far(impostor, far)).filter(|t| t.is_finite())
 }
 
 /// Figures against one kind of forgery.
@@ -148,6 +180,11 @@ pub struct ForgeryMetrics {
     pub at_validation_eer_threshold: OperatingPoint,
     /// FAR and FRR at the validation FAR-1% threshold.
     pub at_validation_far_1pct_threshold: OperatingPoint,
+    /// FAR and FRR at the validation threshold that accepts these forgeries as often as the
+    /// nearest rule did at its EER point ([`OperatingThresholds::nearest_eer_far`]), when
+    /// calibrated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_validation_nearest_eer_far_threshold: Option<OperatingPoint>,
     pub genuine_scores: usize,
     pub impostor_scores: usize,
 }
@@ -176,6 +213,9 @@ fn forgery_metrics(
         auc: metrics::auc(genuine, impostor),
         at_validation_eer_threshold: thresholds.map_or(nan, |t| metrics::rates_at(genuine, impostor, t.eer)),
         at_validation_far_1pct_threshold: thresholds.map_or(nan, |t| metrics::rates_at(genuine, impostor, t.far_1pct)),
+        at_validation_nearest_eer_far_threshold: thresholds
+            .and_then(|t| t.nearest_eer_far)
+            .map(|t| metrics::rates_at(genuine, impostor, t)),
         genuine_scores: genuine.len(),
         impostor_scores: impostor.len(),
     })
@@ -420,6 +460,35 @@ mod tests {
         assert_eq!(m.random.map(|r| r.eer), Some(0.0));
         assert_eq!(m.skilled.map(|r| r.eer), Some(0.0));
         assert!(s.max_genuine_pair_similarity > 0.99);
+    }
+
+    #[test]
+    fn the_adaptive_threshold_matches_the_nearest_rules_forgery_acceptance() {
+        // Nearest rule: EER threshold 0.5 (genuine 0.6..0.9 and one at 0.4; forgeries one of four
+        // at or above 0.5), so it accepts 25% of forgeries there.
+        let nearest = VerificationScores {
+            genuine: vec![0.4, 0.6, 0.7, 0.8],
+            skilled: vec![0.1, 0.2, 0.3, 0.5],
+            random: vec![0.0, 0.1, 0.2, 0.3],
+            ..Default::default()
+        };
+        assert_eq!(metrics::eer(&nearest.genuine, &nearest.skilled).threshold, 0.5);
+        // The adaptive rule's forgeries, eight of them: accepting 25% is accepting the top two.
+        let adaptive = VerificationScores {
+            genuine: vec![1.0, 2.0, 3.0, 4.0],
+            skilled: vec![-4.0, -3.0, -2.0, -1.0, 0.0, 0.5, 1.5, 2.5],
+            random: vec![-5.0, -4.0, -3.0, -2.0],
+            ..Default::default()
+        };
+        let t = calibrate_against_nearest(&adaptive, &nearest).expect("calibrate");
+        assert_eq!(t.skilled.and_then(|s| s.nearest_eer_far), Some(1.5));
+        // Random: the nearest rule accepts none at its EER threshold (0.4), so neither may this.
+        assert_eq!(t.random.nearest_eer_far, Some(metrics::threshold_at_far(&adaptive.random, 0.0)));
+        assert!(t.random.nearest_eer_far.is_some_and(|r| r > -2.0));
+        // Without the nearest rule's scores there is nothing to match.
+        let none = calibrate_against_nearest(&adaptive, &VerificationScores::default()).expect("calibrate");
+        assert_eq!(none.skilled.and_then(|s| s.nearest_eer_far), None);
+        assert_eq!(calibrate(&adaptive).expect("calibrate").random.nearest_eer_far, None);
     }
 
     #[test]

@@ -12,13 +12,16 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
 use autograph_shared::adaptive::{
-    AdaptiveConfig, COMPARED_REFERENCES, Cohort, DecisionRule, RuleComparison, compare_rules_with, method_scores,
+    AdaptiveConfig, COMPARED_REFERENCES, Cohort, DecisionRule, MethodScores, RuleComparison, ScoreMethod,
+    compare_rules_with, method_scores,
 };
 use autograph_shared::dataset::splits::WriterSplit;
 use autograph_shared::dataset::{Dataset, Sample};
 use autograph_shared::manifest::{AdaptiveDecision, COHORT_FILE, CohortFile};
 use autograph_shared::metrics;
-use autograph_shared::protocol::{EmbeddedSample, Embedder, SplitEvaluation, Thresholds, calibrate, embed_samples};
+use autograph_shared::protocol::{
+    EmbeddedSample, Embedder, SplitEvaluation, Thresholds, VerificationScores, calibrate_against_nearest, embed_samples,
+};
 use serde::Serialize;
 
 /// Templates in a bundle's cohort: a few hundred keeps t-norm at verification under a
@@ -152,8 +155,7 @@ pub fn choose_rule(
         .filter(|e| e.0 == DecisionRule::Nearest || e.2.is_some_and(|r| r <= nearest_random + RANDOM_EER_SLACK))
         .min_by(|a, b| key(a).total_cmp(&key(b)))
         .map_or(DecisionRule::Nearest, |e| e.0);
-    let s = &scores.iter().find(|m| m.method == chosen.method()).context("a scoring method is missing")?.scores;
-    let thresholds = calibrate(s).context("calibrating the adaptive rule on validation writers")?;
+    let thresholds = calibrate_chosen(&scores, chosen)?;
     Ok((chosen, eers, thresholds))
 }
 
@@ -165,9 +167,17 @@ pub fn calibrate_rule(
     references: usize,
     config: &AdaptiveConfig,
 ) -> Result<Thresholds> {
-    let scores = method_scores(validation, cohort, references, SEED, config);
-    let s = &scores.iter().find(|m| m.method == rule.method()).context("a scoring method is missing")?.scores;
-    calibrate(s).context("calibrating the adaptive rule on validation writers")
+    calibrate_chosen(&method_scores(validation, cohort, references, SEED, config), rule)
+}
+
+/// `rule`'s thresholds, with the point that accepts forgeries as often as the nearest rule did
+/// at its EER threshold on the same enrolments (the kiosk's default, see `autograph verify`).
+fn calibrate_chosen(scores: &[MethodScores], rule: DecisionRule) -> Result<Thresholds> {
+    let of = |method: ScoreMethod| -> Result<&VerificationScores> {
+        Ok(&scores.iter().find(|m| m.method == method).context("a scoring method is missing")?.scores)
+    };
+    calibrate_against_nearest(of(rule.method())?, of(ScoreMethod::Nearest)?)
+        .context("calibrating the adaptive rule on validation writers")
 }
 
 #[cfg(test)]

@@ -87,6 +87,12 @@ pub struct RuleSummary {
     /// on validation writers (the skilled-forgery EER point), on test writers.
     pub skilled_far_at_validation_threshold: Option<MeanStd>,
     pub frr_at_validation_threshold: Option<MeanStd>,
+    /// The same at the validation threshold that accepts skilled forgeries as often as the
+    /// nearest rule did at its EER point (the kiosk's default point, `--far nearest-eer`).
+    #[serde(default)]
+    pub skilled_far_at_nearest_eer_far: Option<MeanStd>,
+    #[serde(default)]
+    pub frr_at_nearest_eer_far: Option<MeanStd>,
 }
 
 /// Mean and sample standard deviation (n − 1) of a figure over folds.
@@ -325,6 +331,12 @@ fn summarise_sets(folds: &[FoldResult]) -> Vec<SetSummary> {
                             m.skilled.map(|s| s.at_validation_eer_threshold.far)
                         }),
                         frr_at_validation_threshold: of_rows(&|m| m.skilled.map(|s| s.at_validation_eer_threshold.frr)),
+                        skilled_far_at_nearest_eer_far: of_rows(&|m| {
+                            m.skilled.and_then(|s| s.at_validation_nearest_eer_far_threshold).map(|p| p.far)
+                        }),
+                        frr_at_nearest_eer_far: of_rows(&|m| {
+                            m.skilled.and_then(|s| s.at_validation_nearest_eer_far_threshold).map(|p| p.frr)
+                        }),
                     });
                 }
             }
@@ -411,18 +423,24 @@ pub fn markdown(report: &KFoldReport) -> String {
              writers; mean ± std over folds):\n",
             set.set
         );
-        let _ = writeln!(md, "| Rule | R | Skilled EER | Random EER | Skilled FAR @ val. thr. | FRR @ val. thr. |");
-        let _ = writeln!(md, "|---|---|---|---|---|---|");
+        let _ = writeln!(
+            md,
+            "| Rule | R | Skilled EER | Random EER | Skilled FAR @ val. thr. | FRR @ val. thr. | \
+             Skilled FAR @ nearest-eer | FRR @ nearest-eer |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
         for r in &set.rules {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.method.name(),
                 r.references,
                 mean_std(r.skilled_eer),
                 mean_std(r.random_eer),
                 mean_std(r.skilled_far_at_validation_threshold),
-                mean_std(r.frr_at_validation_threshold)
+                mean_std(r.frr_at_validation_threshold),
+                mean_std(r.skilled_far_at_nearest_eer_far),
+                mean_std(r.frr_at_nearest_eer_far)
             );
         }
     }

@@ -12,11 +12,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use autograph_device::commands::enroll::{enroll_dynamic, enroll_fitted};
-use autograph_device::commands::{Against, CommandError, OperatingPointArgs};
+use autograph_device::commands::{Against, CommandError, OperatingPointArgs, Point};
 use autograph_device::crypt::KeyFile;
 use autograph_device::decision::{Decision, Modality, Policy, verify, verify_with_pen};
 use autograph_device::engine::{Bundle, Engine, EngineOptions, precision_name, rule_name};
 use autograph_device::store;
+use autograph_shared::adaptive::DecisionRule;
 use autograph_shared::dataset::splits::WriterSplit;
 use autograph_shared::dataset::{Dataset, ImageSource, Label, Sample};
 use autograph_shared::evaluation::EvaluationReport;
@@ -141,8 +142,11 @@ pub struct KioskOutcome {
     pub writers_enrolled: usize,
     pub references_per_writer: usize,
     pub threshold: f32,
-    /// Which calibration the threshold is from (`skilled` or `random`, EER point).
+    /// Which calibration the threshold is from (`skilled` or `random`).
     pub against: String,
+    /// The point on it: `nearest_eer_far` (the verify default where the bundle calibrates it)
+    /// or `eer`.
+    pub point: String,
     /// The bundle's decision rule (`nearest`, `normalised`, `classifier`, `consistency` or `subspace`).
     pub rule: String,
     pub genuine_accepted: usize,
@@ -155,6 +159,21 @@ pub struct KioskOutcome {
     /// The same writers' SVC2004 signatures as pen captures (image and Task 2 trajectory),
     /// enrolled with both and decided on the fused score, when the bundle has a fusion.
     pub pen: Option<PenOutcome>,
+    /// The same probes decided at other points, for comparison: the bundle's rule at its EER
+    /// point, and the nearest rule at its EER point (the kiosk before writer-adaptive rules).
+    pub compared: Vec<ComparedPoint>,
+}
+
+/// The kiosk check's probes decided by another rule or threshold.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ComparedPoint {
+    pub rule: String,
+    pub point: String,
+    pub threshold: f32,
+    pub genuine_accepted: usize,
+    pub genuine_rejected: usize,
+    pub forgeries_accepted: usize,
+    pub forgeries_rejected: usize,
 }
 
 /// The kiosk's decisions on pen captures (`autograph verify --strokes`).
@@ -342,6 +361,15 @@ pub fn kiosk_check(
         &OperatingPointArgs { far: None, threshold: None, against: None },
         Against::Skilled,
     )?;
+    let eer_args = OperatingPointArgs { far: Some(Point::Eer), threshold: None, against: None };
+    let mut compared_policies = Vec::new();
+    if policy.point.point != Point::Eer {
+        compared_policies.push(Policy::resolve(&bundle, precision, &eer_args, Against::Skilled)?);
+    }
+    if policy.rule != DecisionRule::Nearest {
+        let p = Policy::resolve(&bundle, precision, &eer_args, Against::Skilled)?;
+        compared_policies.push(Policy::nearest(p.nearest_point, p.replay_similarity));
+    }
     let cohort = bundle.cohort_arc();
     let adaptive_config = bundle.adaptive_config();
     let mut engine = Engine::open(bundle, EngineOptions::default())?;
@@ -358,7 +386,17 @@ pub fn kiosk_check(
         references_per_writer: references,
         threshold: policy.point.threshold,
         against: against.into(),
+        point: point_name(policy.point.point),
         rule: rule_name(policy.rule).into(),
+        compared: compared_policies
+            .iter()
+            .map(|p| ComparedPoint {
+                rule: rule_name(p.rule).into(),
+                point: point_name(p.point.point),
+                threshold: p.point.threshold,
+                ..Default::default()
+            })
+            .collect(),
         ..Default::default()
     };
     let gallery_file = store::GalleryFile::new(gallery, KeyFile::new(gallery_key_of(gallery)));
@@ -437,6 +475,14 @@ pub fn kiosk_check(
                 (Label::Forged, false) => pen.forgeries_rejected += 1,
             }
         }
+        for (p, c) in compared_policies.iter().zip(&mut out.compared) {
+            match (label, verify(&stored, writer, probe, p).decision == Decision::Accepted) {
+                (Label::Genuine, true) => c.genuine_accepted += 1,
+                (Label::Genuine, false) => c.genuine_rejected += 1,
+                (Label::Forged, true) => c.forgeries_accepted += 1,
+                (Label::Forged, false) => c.forgeries_rejected += 1,
+            }
+        }
         let v = verify(&stored, writer, probe, &policy);
         let accepted = v.decision == Decision::Accepted;
         match (label, accepted) {
@@ -451,6 +497,11 @@ pub fn kiosk_check(
     }
     out.pen = pen;
     Ok(out)
+}
+
+/// An operating point's name as `verify --json` writes it.
+fn point_name(point: Point) -> String {
+    serde_json::to_value(point).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// The key file of the quickstart's gallery: `gallery.key` beside it, so the run directory is
@@ -502,11 +553,15 @@ pub fn summary_text(summary: &QuickstartSummary, report: &EvaluationReport) -> S
             primary.and_then(|m| m.skilled).map_or_else(|| "n/a".into(), |s| format!("{:.3}", s.auc))
         ),
         format!(
-            "  kiosk      {} writers enrolled ({} references each, {} {}), {} rule, threshold {:.4} ({} EER point):",
-            k.writers_enrolled, k.references_per_writer, k.runtime, k.precision, k.rule, k.threshold, k.against
+            "  kiosk      {} writers enrolled ({} references each, {} {}), {} rule, threshold {:.4} ({} {}):",
+            k.writers_enrolled, k.references_per_writer, k.runtime, k.precision, k.rule, k.threshold, k.against, k.point
         ),
         decisions((k.genuine_accepted, k.genuine_rejected), (k.forgeries_accepted, k.forgeries_rejected)),
     ];
+    for c in &k.compared {
+        lines.push(format!("  compared   {} rule, threshold {:.4} ({} {}):", c.rule, c.threshold, k.against, c.point));
+        lines.push(decisions((c.genuine_accepted, c.genuine_rejected), (c.forgeries_accepted, c.forgeries_rejected)));
+    }
     if let Some(p) = &k.pen {
         lines.push(format!(
             "  pen        {} SVC2004 writers also enrolled with their pen trajectories, fused score, threshold {:.4}:",

@@ -17,7 +17,7 @@ fn write_bundle(dir: &Path) {
     let config = ModelConfig::new().with_height(16).with_width(32).with_channels(vec![4, 8]);
     let model = config.init(&device).expect("model");
     std::fs::write(dir.join(MODEL_F32_FILE), export_onnx(&model, &config, &device).expect("export")).expect("write");
-    let t = OperatingThresholds { eer: 0.5, far_1pct: 0.6, far_0_1pct: 0.7 };
+    let t = OperatingThresholds { eer: 0.5, far_1pct: 0.6, far_0_1pct: 0.7, nearest_eer_far: None };
     let calibration =
         Calibration { references: 2, thresholds: Thresholds { skilled: Some(t), random: t }, replay_similarity: 0.99 };
     let preprocess = PreprocessConfig { height: 16, width: 32, ..PreprocessConfig::default() };

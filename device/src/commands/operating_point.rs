@@ -31,6 +31,10 @@ pub enum Point {
     /// False-accept rate 0.1%.
     #[serde(rename = "far_0_1pct")]
     Far0_1pct,
+    /// The false-accept rate the nearest-reference rule has at its EER point (today's forgery
+    /// acceptance), on the bundle's adaptive rule: more genuine signatures accepted, no more
+    /// forgeries. For the nearest rule itself this is its EER point.
+    NearestEerFar,
     /// `--threshold` given by the operator.
     Manual,
 }
@@ -41,6 +45,7 @@ impl fmt::Display for Point {
             Point::Eer => "EER point",
             Point::Far1pct => "FAR 1% point",
             Point::Far0_1pct => "FAR 0.1% point",
+            Point::NearestEerFar => "nearest rule's FAR point",
             Point::Manual => "manual threshold",
         })
     }
@@ -49,7 +54,11 @@ impl fmt::Display for Point {
 /// `--far`, `--threshold`, `--against`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct OperatingPointArgs {
-    /// Calibrated false-accept rate to decide at: 0.01 or 0.001 [default: the EER point].
+    /// Calibrated point to decide at: `eer` (false accepts = false rejects), `nearest-eer` (the
+    /// false-accept rate the nearest-reference rule has at its EER point, on the bundle's
+    /// writer-adaptive rule: as many forgeries accepted as before, more genuine signatures),
+    /// or a false-accept rate, 0.01 or 0.001 [default: nearest-eer where the bundle calibrates
+    /// it, else eer].
     #[arg(long, value_parser = parse_far, conflicts_with = "threshold")]
     pub far: Option<Point>,
     /// Decide at this score instead of a calibrated threshold (in the units of the rule that
@@ -64,10 +73,12 @@ pub struct OperatingPointArgs {
 }
 
 fn parse_far(s: &str) -> Result<Point, String> {
-    match s.trim().parse::<f64>() {
-        Ok(v) if (v - 0.01).abs() < 1e-12 => Ok(Point::Far1pct),
-        Ok(v) if (v - 0.001).abs() < 1e-12 => Ok(Point::Far0_1pct),
-        _ => Err("the bundle is calibrated at FAR 0.01 and 0.001; use one of those".into()),
+    match (s.trim(), s.trim().parse::<f64>()) {
+        ("eer", _) => Ok(Point::Eer),
+        ("nearest-eer", _) => Ok(Point::NearestEerFar),
+        (_, Ok(v)) if (v - 0.01).abs() < 1e-12 => Ok(Point::Far1pct),
+        (_, Ok(v)) if (v - 0.001).abs() < 1e-12 => Ok(Point::Far0_1pct),
+        _ => Err("the bundle is calibrated at eer, nearest-eer, and FAR 0.01 and 0.001; use one of those".into()),
     }
 }
 
@@ -119,10 +130,18 @@ impl OperatingPointArgs {
             (None, Some(t)) if default == Against::Skilled => (Against::Skilled, t),
             (None, _) => (Against::Random, thresholds.random),
         };
-        let point = self.far.unwrap_or(Point::Eer);
+        let point = self.far.unwrap_or(if table.nearest_eer_far.is_some() { Point::NearestEerFar } else { Point::Eer });
         let threshold = match point {
             Point::Far1pct => table.far_1pct,
             Point::Far0_1pct => table.far_0_1pct,
+            Point::NearestEerFar => table.nearest_eer_far.ok_or_else(|| {
+                CommandError::Usage(
+                    "--far nearest-eer: the bundle has no threshold at the nearest rule's false-accept rate for this \
+                     score (it was exported before that point was calibrated, or the score is not a \
+                     writer-adaptive rule's); re-export the bundle or use --far eer"
+                        .into(),
+                )
+            })?,
             Point::Eer | Point::Manual => table.eer,
         };
         Ok(OperatingPoint { against: Some(against), point, threshold })
@@ -133,8 +152,8 @@ impl OperatingPointArgs {
 mod tests {
     use super::*;
 
-    const SKILLED: OperatingThresholds = OperatingThresholds { eer: 0.7, far_1pct: 0.8, far_0_1pct: 0.9 };
-    const RANDOM: OperatingThresholds = OperatingThresholds { eer: 0.4, far_1pct: 0.5, far_0_1pct: 0.6 };
+    const SKILLED: OperatingThresholds = OperatingThresholds { eer: 0.7, far_1pct: 0.8, far_0_1pct: 0.9, nearest_eer_far: None };
+    const RANDOM: OperatingThresholds = OperatingThresholds { eer: 0.4, far_1pct: 0.5, far_0_1pct: 0.6, nearest_eer_far: None };
 
     fn args(far: Option<Point>, threshold: Option<f32>, against: Option<Against>) -> OperatingPointArgs {
         OperatingPointArgs { far, threshold, against }
@@ -168,7 +187,24 @@ mod tests {
     }
 
     #[test]
+    fn the_nearest_rules_far_point_is_the_default_where_calibrated() {
+        let adaptive = OperatingThresholds { nearest_eer_far: Some(0.75), ..SKILLED };
+        let both = Thresholds { skilled: Some(adaptive), random: RANDOM };
+        let r = |a: OperatingPointArgs| a.resolve(&both, Against::Skilled).map(|p| (p.point, p.threshold)).ok();
+        assert_eq!(r(args(None, None, None)), Some((Point::NearestEerFar, 0.75)));
+        assert_eq!(r(args(Some(Point::Eer), None, None)), Some((Point::Eer, 0.7)));
+        assert_eq!(r(args(Some(Point::NearestEerFar), None, None)), Some((Point::NearestEerFar, 0.75)));
+        // The random table was not calibrated there: its default stays the EER point, and
+        // asking for the point is an error that says what to do.
+        assert_eq!(r(args(None, None, Some(Against::Random))), Some((Point::Eer, 0.4)));
+        let err = args(Some(Point::NearestEerFar), None, Some(Against::Random)).resolve(&both, Against::Skilled);
+        assert!(matches!(err, Err(CommandError::Usage(m)) if m.contains("--far eer")));
+    }
+
+    #[test]
     fn far_values() {
+        assert_eq!(parse_far("eer"), Ok(Point::Eer));
+        assert_eq!(parse_far("nearest-eer"), Ok(Point::NearestEerFar));
         assert_eq!(parse_far("0.01"), Ok(Point::Far1pct));
         assert_eq!(parse_far("1e-3"), Ok(Point::Far0_1pct));
         assert!(parse_far("0.05").is_err());
