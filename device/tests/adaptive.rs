@@ -12,7 +12,7 @@ use autograph_shared::adaptive::DecisionRule;
 use autograph_shared::manifest::{COHORT_FILE, Manifest};
 use common::{
     VERIFY_KEYS, Writer, adaptive_fixture, assert_keys, autograph, bench_json, signature_file, write_adaptive_bundle,
-    write_bundle,
+    write_adaptive_bundle_with, write_bundle,
 };
 
 /// A scratch directory with images, bundles and a gallery.
@@ -193,6 +193,49 @@ fn consistency_needs_two_references_and_no_writer_model() {
     // Writer models are not needed by this rule: no refit is advised for the writers without one.
     let check = s.run(&new, &["gallery", "check"], &[]).json();
     assert_eq!((check["writers_without_model"].as_u64(), check["refit_advised"].as_bool()), (Some(2), Some(false)));
+}
+
+/// A bundle that calibrates the nearest-eer point decides there with `--far nearest-eer` and
+/// says so; the default stays the rule's own EER point; a writer decided by the nearest rule
+/// (fallback) gets the nearest rule's EER point, which is that acceptance; a bundle without the
+/// point, asked for it, says to re-export.
+#[test]
+fn the_nearest_eer_point_on_request() {
+    let s = Setup::new();
+    let (old, new) = (s.path("old-bundle"), s.path("new-bundle"));
+    let own_eer = adaptive_fixture(1).subspace.random.eer;
+    let matched = own_eer - 0.25;
+    write_adaptive_bundle(&old, 1, DecisionRule::Subspace);
+    write_adaptive_bundle_with(&new, 1, DecisionRule::Subspace, |m| {
+        let a = m.adaptive.as_mut().expect("adaptive section");
+        a.f32_thresholds.random.nearest_eer_far = Some(matched);
+        a.int8_thresholds = Some(a.f32_thresholds);
+    });
+    s.enroll(&new, "alice", 1, 0..3);
+    s.enroll(&new, "bob", 2, 0..1);
+    let probe = s.sig(1, 20);
+    let point = |bundle: &Path, user: &str, far: &[&str]| {
+        let mut cmd = vec!["verify", "--user", user];
+        cmd.extend_from_slice(far);
+        let run = s.run(bundle, &cmd, &[&probe]);
+        let j = run.json();
+        (run.code, j["operating_point"]["point"].as_str().map(str::to_owned), j["threshold"].as_f64().map(|t| t as f32))
+    };
+    let matched_point = point(&new, "alice", &["--far", "nearest-eer"]);
+    assert_eq!(matched_point.1.as_deref(), Some("nearest_eer_far"));
+    assert!(matched_point.2.is_some_and(|t| (t - matched).abs() < 1e-6), "{matched_point:?}");
+    for far in [&[][..], &["--far", "eer"][..]] {
+        let eer = point(&new, "alice", far);
+        assert_eq!(eer.1.as_deref(), Some("eer"));
+        assert!(eer.2.is_some_and(|t| (t - own_eer).abs() < 1e-6), "{eer:?}");
+    }
+    // Bob has one reference: the nearest rule decides, at its own EER point.
+    let bob = point(&new, "bob", &["--far", "nearest-eer"]);
+    assert!(bob.2.is_some_and(|t| (t - common::SKILLED.eer).abs() < 1e-6), "{bob:?}");
+    // The older bundle cannot be asked for the new point.
+    let run = s.run(&old, &["verify", "--user", "alice", "--far", "nearest-eer"], &[&probe]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("re-export"), "{run:?}");
 }
 
 /// The subspace rule, like consistency, needs only the references: its score is

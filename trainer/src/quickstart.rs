@@ -144,8 +144,7 @@ pub struct KioskOutcome {
     pub threshold: f32,
     /// Which calibration the threshold is from (`skilled` or `random`).
     pub against: String,
-    /// The point on it: `nearest_eer_far` (the verify default where the bundle calibrates it)
-    /// or `eer`.
+    /// The point on it (`eer`, verify's default).
     pub point: String,
     /// The bundle's decision rule (`nearest`, `normalised`, `classifier`, `consistency` or `subspace`).
     pub rule: String,
@@ -159,8 +158,9 @@ pub struct KioskOutcome {
     /// The same writers' SVC2004 signatures as pen captures (image and Task 2 trajectory),
     /// enrolled with both and decided on the fused score, when the bundle has a fusion.
     pub pen: Option<PenOutcome>,
-    /// The same probes decided at other points, for comparison: the bundle's rule at its EER
-    /// point, and the nearest rule at its EER point (the kiosk before writer-adaptive rules).
+    /// The same probes decided at other points, for comparison: the bundle's rule at the
+    /// nearest-eer point (`verify --far nearest-eer`), and the nearest rule at its EER point
+    /// (the kiosk before writer-adaptive rules).
     pub compared: Vec<ComparedPoint>,
 }
 
@@ -361,14 +361,14 @@ pub fn kiosk_check(
         &OperatingPointArgs { far: None, threshold: None, against: None },
         Against::Skilled,
     )?;
-    let eer_args = OperatingPointArgs { far: Some(Point::Eer), threshold: None, against: None };
     let mut compared_policies = Vec::new();
-    if policy.point.point != Point::Eer {
-        compared_policies.push(Policy::resolve(&bundle, precision, &eer_args, Against::Skilled)?);
-    }
     if policy.rule != DecisionRule::Nearest {
-        let p = Policy::resolve(&bundle, precision, &eer_args, Against::Skilled)?;
-        compared_policies.push(Policy::nearest(p.nearest_point, p.replay_similarity));
+        let matched = OperatingPointArgs { far: Some(Point::NearestEerFar), threshold: None, against: None };
+        // Bundles exported before the point was calibrated have none to compare.
+        if let Ok(p) = Policy::resolve(&bundle, precision, &matched, Against::Skilled) {
+            compared_policies.push(p);
+        }
+        compared_policies.push(Policy::nearest(policy.nearest_point, policy.replay_similarity));
     }
     let cohort = bundle.cohort_arc();
     let adaptive_config = bundle.adaptive_config();

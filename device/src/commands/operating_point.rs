@@ -54,11 +54,11 @@ impl fmt::Display for Point {
 /// `--far`, `--threshold`, `--against`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct OperatingPointArgs {
-    /// Calibrated point to decide at: `eer` (false accepts = false rejects), `nearest-eer` (the
-    /// false-accept rate the nearest-reference rule has at its EER point, on the bundle's
-    /// writer-adaptive rule: as many forgeries accepted as before, more genuine signatures),
-    /// or a false-accept rate, 0.01 or 0.001 [default: nearest-eer where the bundle calibrates
-    /// it, else eer].
+    /// Calibrated point to decide at: `eer` (false accepts = false rejects, the default),
+    /// `nearest-eer` (the bundle's writer-adaptive rule where, on validation writers, it
+    /// accepts forgeries as often as the nearest-reference rule does at its EER point: more
+    /// genuine signatures accepted, and on new writers sometimes more forgeries too; see the
+    /// README), or a false-accept rate, 0.01 or 0.001.
     #[arg(long, value_parser = parse_far, conflicts_with = "threshold")]
     pub far: Option<Point>,
     /// Decide at this score instead of a calibrated threshold (in the units of the rule that
@@ -130,7 +130,7 @@ impl OperatingPointArgs {
             (None, Some(t)) if default == Against::Skilled => (Against::Skilled, t),
             (None, _) => (Against::Random, thresholds.random),
         };
-        let point = self.far.unwrap_or(if table.nearest_eer_far.is_some() { Point::NearestEerFar } else { Point::Eer });
+        let point = self.far.unwrap_or(Point::Eer);
         let threshold = match point {
             Point::Far1pct => table.far_1pct,
             Point::Far0_1pct => table.far_0_1pct,
@@ -187,16 +187,15 @@ mod tests {
     }
 
     #[test]
-    fn the_nearest_rules_far_point_is_the_default_where_calibrated() {
+    fn the_nearest_eer_point_is_picked_on_request() {
         let adaptive = OperatingThresholds { nearest_eer_far: Some(0.75), ..SKILLED };
         let both = Thresholds { skilled: Some(adaptive), random: RANDOM };
         let r = |a: OperatingPointArgs| a.resolve(&both, Against::Skilled).map(|p| (p.point, p.threshold)).ok();
-        assert_eq!(r(args(None, None, None)), Some((Point::NearestEerFar, 0.75)));
+        assert_eq!(r(args(None, None, None)), Some((Point::Eer, 0.7)));
         assert_eq!(r(args(Some(Point::Eer), None, None)), Some((Point::Eer, 0.7)));
         assert_eq!(r(args(Some(Point::NearestEerFar), None, None)), Some((Point::NearestEerFar, 0.75)));
-        // The random table was not calibrated there: its default stays the EER point, and
-        // asking for the point is an error that says what to do.
-        assert_eq!(r(args(None, None, Some(Against::Random))), Some((Point::Eer, 0.4)));
+        // The random table was not calibrated there: asking for the point is an error that
+        // says what to do.
         let err = args(Some(Point::NearestEerFar), None, Some(Against::Random)).resolve(&both, Against::Skilled);
         assert!(matches!(err, Err(CommandError::Usage(m)) if m.contains("--far eer")));
     }
