@@ -102,7 +102,9 @@ impl Policy {
                     // Fusion is calibrated at the EER and FAR points only.
                     Err(_) if args.far == Some(Point::NearestEerFar) => (
                         None,
-                        Some("the bundle's fusion is not calibrated at the nearest-eer point; the image decides".into()),
+                        Some(
+                            "the bundle's fusion is not calibrated at the nearest-eer point; the image decides".into(),
+                        ),
                     ),
                     Err(e) => return Err(e),
                 },

@@ -16,7 +16,8 @@ use autograph_shared::strokes::synth;
 use common::{VERIFY_KEYS, assert_keys, autograph, write_bundle_with};
 
 /// The fused score's thresholds written into the test bundle.
-const FUSED: OperatingThresholds = OperatingThresholds { eer: -0.5, far_1pct: 0.5, far_0_1pct: 1.5, nearest_eer_far: None };
+const FUSED: OperatingThresholds =
+    OperatingThresholds { eer: -0.5, far_1pct: 0.5, far_0_1pct: 1.5, nearest_eer_far: None };
 
 fn fusion() -> Fusion {
     Fusion {

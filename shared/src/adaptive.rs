@@ -967,7 +967,12 @@ pub fn compare_rules_with(
                 Some(n) => protocol::calibrate_against_nearest(&v.scores, n).ok(),
                 None => protocol::calibrate(&v.scores).ok(),
             };
-            let nan = protocol::OperatingThresholds { eer: f32::NAN, far_1pct: f32::NAN, far_0_1pct: f32::NAN, nearest_eer_far: None };
+            let nan = protocol::OperatingThresholds {
+                eer: f32::NAN,
+                far_1pct: f32::NAN,
+                far_0_1pct: f32::NAN,
+                nearest_eer_far: None,
+            };
             let mut test = protocol::verification_metrics(
                 &t.scores,
                 r,

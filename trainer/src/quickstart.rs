@@ -554,7 +554,14 @@ pub fn summary_text(summary: &QuickstartSummary, report: &EvaluationReport) -> S
         ),
         format!(
             "  kiosk      {} writers enrolled ({} references each, {} {}), {} rule, threshold {:.4} ({} {}):",
-            k.writers_enrolled, k.references_per_writer, k.runtime, k.precision, k.rule, k.threshold, k.against, k.point
+            k.writers_enrolled,
+            k.references_per_writer,
+            k.runtime,
+            k.precision,
+            k.rule,
+            k.threshold,
+            k.against,
+            k.point
         ),
         decisions((k.genuine_accepted, k.genuine_rejected), (k.forgeries_accepted, k.forgeries_rejected)),
     ];

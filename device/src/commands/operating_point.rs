@@ -152,8 +152,10 @@ impl OperatingPointArgs {
 mod tests {
     use super::*;
 
-    const SKILLED: OperatingThresholds = OperatingThresholds { eer: 0.7, far_1pct: 0.8, far_0_1pct: 0.9, nearest_eer_far: None };
-    const RANDOM: OperatingThresholds = OperatingThresholds { eer: 0.4, far_1pct: 0.5, far_0_1pct: 0.6, nearest_eer_far: None };
+    const SKILLED: OperatingThresholds =
+        OperatingThresholds { eer: 0.7, far_1pct: 0.8, far_0_1pct: 0.9, nearest_eer_far: None };
+    const RANDOM: OperatingThresholds =
+        OperatingThresholds { eer: 0.4, far_1pct: 0.5, far_0_1pct: 0.6, nearest_eer_far: None };
 
     fn args(far: Option<Point>, threshold: Option<f32>, against: Option<Against>) -> OperatingPointArgs {
         OperatingPointArgs { far, threshold, against }

@@ -36,8 +36,10 @@ const FEATURES: usize = CHANNELS * (HEIGHT as usize / POOL) * (WIDTH as usize / 
 /// `scores_separate_writers` in tests/engine.rs).
 /// Under the nearest-reference rule: genuine probes score at least 0.81, other writers at most
 /// 0.57.
-pub const SKILLED: OperatingThresholds = OperatingThresholds { eer: 0.68, far_1pct: 0.72, far_0_1pct: 0.76, nearest_eer_far: None };
-pub const RANDOM: OperatingThresholds = OperatingThresholds { eer: 0.64, far_1pct: 0.68, far_0_1pct: 0.72, nearest_eer_far: None };
+pub const SKILLED: OperatingThresholds =
+    OperatingThresholds { eer: 0.68, far_1pct: 0.72, far_0_1pct: 0.76, nearest_eer_far: None };
+pub const RANDOM: OperatingThresholds =
+    OperatingThresholds { eer: 0.64, far_1pct: 0.68, far_0_1pct: 0.72, nearest_eer_far: None };
 pub const REPLAY_SIMILARITY: f32 = 0.998;
 /// Samples the tests enrol as references, and samples they verify as fresh signatures. No two
 /// of them are near-copies (checked in tests/engine.rs), so only a re-submitted reference

@@ -406,7 +406,12 @@ mod tests {
             ..Default::default()
         };
         let by_r: BTreeMap<usize, VerificationScores> = [(1, scores.clone()), (5, scores.clone())].into();
-        let t = autograph_shared::protocol::OperatingThresholds { eer: 0.6, far_1pct: 0.7, far_0_1pct: 0.75, nearest_eer_far: None };
+        let t = autograph_shared::protocol::OperatingThresholds {
+            eer: 0.6,
+            far_1pct: 0.7,
+            far_0_1pct: 0.75,
+            nearest_eer_far: None,
+        };
         let thresholds = Thresholds { skilled: Some(t), random: t };
         let epochs: Vec<crate::train::EpochMetrics> = (1..=4)
             .map(|epoch| crate::train::EpochMetrics {
