@@ -189,4 +189,10 @@ fn kfold_trains_every_fold_and_reports_mean_and_std() {
     let eers: Vec<f64> = report.folds.iter().filter_map(|f| f.test.skilled.map(|s| s.eer)).collect();
     assert!((skilled.mean - (eers[0] + eers[1]) / 2.0).abs() < 1e-12);
     assert!(options.out.join("kfold.json").is_file() && options.out.join("kfold.md").is_file());
+    assert_eq!(report.folds_planned, 2);
+    let md = autograph_trainer::kfold::markdown(&report);
+    assert!(md.starts_with("# 2-fold") && !md.contains("Partial"), "{md}");
+    // The report is rewritten after each fold: one read while a longer run is going says so.
+    let partial = autograph_trainer::kfold::KFoldReport { folds_planned: 5, ..report };
+    assert!(autograph_trainer::kfold::markdown(&partial).contains("Partial: 2 of 5 folds"));
 }

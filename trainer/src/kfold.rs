@@ -124,6 +124,10 @@ pub struct KFoldReport {
     pub protocol: String,
     pub dataset: String,
     pub references: usize,
+    /// Folds asked for; `folds` holds fewer while the run is going (the report is rewritten
+    /// after each fold, so an interrupted run leaves the figures of the folds it finished).
+    #[serde(default)]
+    pub folds_planned: usize,
     pub folds: Vec<FoldResult>,
     pub skilled_eer: Option<MeanStd>,
     pub random_eer: Option<MeanStd>,
@@ -253,32 +257,37 @@ pub fn run_kfold(data: &[PathBuf], options: &KFoldOptions, device: &Device) -> R
             per_set,
             run_dir,
         });
+        write(&report_of(&folds, options, &dataset.name, started.elapsed().as_secs_f64())?, &options.out)?;
     }
+    report_of(&folds, options, &dataset.name, started.elapsed().as_secs_f64())
+}
+
+/// The report over the folds finished so far.
+fn report_of(folds: &[FoldResult], options: &KFoldOptions, dataset: &str, training_seconds: f64) -> Result<KFoldReport> {
+    let references = options.config.validation_references;
     let eers = |pick: fn(&VerificationMetrics) -> Option<f64>| -> Vec<f64> {
         folds.iter().filter_map(|f| pick(&f.test)).collect()
     };
-    let report = KFoldReport {
+    Ok(KFoldReport {
         protocol: format!(
-            "{k}-fold writer-disjoint cross-validation on {data} (seed {seed}): each fold tests on its own slice of \
+            "{k}-fold writer-disjoint cross-validation on {dataset} (seed {seed}): each fold tests on its own slice of \
              the writers with R={references} references per writer, thresholds calibrated on that fold's validation \
              writers ({val:.0}% of the rest), trained on the others; test EERs by the shared verification protocol \
              (burn f32); mean ± sample standard deviation over folds",
             k = options.folds,
-            data = dataset.name,
             seed = options.seed,
             val = options.validation * 100.0,
         ),
-        dataset: dataset.name.clone(),
+        dataset: dataset.to_string(),
         references,
+        folds_planned: options.folds,
         skilled_eer: MeanStd::of(&eers(|m| m.skilled.map(|s| s.eer))),
         random_eer: MeanStd::of(&eers(|m| m.random.map(|r| r.eer))),
-        per_set: summarise_sets(&folds),
-        training_seconds: started.elapsed().as_secs_f64(),
-        folds,
+        per_set: summarise_sets(folds),
+        training_seconds,
+        folds: folds.to_vec(),
         training_config: serde_json::from_str(&burn::config::config_to_json(&options.config))?,
-    };
-    write(&report, &options.out)?;
-    Ok(report)
+    })
 }
 
 /// The fold's cohort: templates of its training writers (all sets), never its held-out ones.
@@ -370,7 +379,10 @@ fn mean_std(m: Option<MeanStd>) -> String {
 /// `kfold.md`: one row per fold and the mean ± std.
 pub fn markdown(report: &KFoldReport) -> String {
     let mut md = String::new();
-    let _ = writeln!(md, "# {}-fold evaluation on {}\n", report.folds.len(), report.dataset);
+    let _ = writeln!(md, "# {}-fold evaluation on {}\n", report.folds_planned.max(report.folds.len()), report.dataset);
+    if report.folds.len() < report.folds_planned {
+        let _ = writeln!(md, "**Partial: {} of {} folds finished so far.**\n", report.folds.len(), report.folds_planned);
+    }
     let _ = writeln!(md, "Protocol: {}.\n", report.protocol);
     let _ = writeln!(md, "| Fold | Train / val. / test writers | Best epoch | Skilled EER | Random EER |");
     let _ = writeln!(md, "|---|---|---|---|---|");
