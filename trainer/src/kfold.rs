@@ -263,7 +263,12 @@ pub fn run_kfold(data: &[PathBuf], options: &KFoldOptions, device: &Device) -> R
 }
 
 /// The report over the folds finished so far.
-fn report_of(folds: &[FoldResult], options: &KFoldOptions, dataset: &str, training_seconds: f64) -> Result<KFoldReport> {
+fn report_of(
+    folds: &[FoldResult],
+    options: &KFoldOptions,
+    dataset: &str,
+    training_seconds: f64,
+) -> Result<KFoldReport> {
     let references = options.config.validation_references;
     let eers = |pick: fn(&VerificationMetrics) -> Option<f64>| -> Vec<f64> {
         folds.iter().filter_map(|f| pick(&f.test)).collect()
@@ -381,7 +386,8 @@ pub fn markdown(report: &KFoldReport) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# {}-fold evaluation on {}\n", report.folds_planned.max(report.folds.len()), report.dataset);
     if report.folds.len() < report.folds_planned {
-        let _ = writeln!(md, "**Partial: {} of {} folds finished so far.**\n", report.folds.len(), report.folds_planned);
+        let _ =
+            writeln!(md, "**Partial: {} of {} folds finished so far.**\n", report.folds.len(), report.folds_planned);
     }
     let _ = writeln!(md, "Protocol: {}.\n", report.protocol);
     let _ = writeln!(md, "| Fold | Train / val. / test writers | Best epoch | Skilled EER | Random EER |");
