@@ -97,17 +97,14 @@ impl Policy {
         let (fusion, fusion_note) = match &bundle.manifest().fusion {
             None => (None, None),
             Some(decision) => match decision.calibration(precision) {
-                Some(c) => match args.resolve(&c.thresholds, default) {
-                    Ok(point) => (Some(FusionPolicy { fusion: c.fusion, point }), None),
-                    // Fusion is calibrated at the EER and FAR points only.
-                    Err(_) if args.far == Some(Point::NearestEerFar) => (
-                        None,
-                        Some(
-                            "the bundle's fusion is not calibrated at the nearest-eer point; the image decides".into(),
-                        ),
-                    ),
-                    Err(e) => return Err(e),
-                },
+                // `fuse` calibrates the EER and FAR points only.
+                Some(_) if args.far == Some(Point::NearestEerFar) => (
+                    None,
+                    Some("the bundle's fusion is not calibrated at the nearest-eer point; the image decides".into()),
+                ),
+                Some(c) => {
+                    (Some(FusionPolicy { fusion: c.fusion, point: args.resolve(&c.thresholds, default)? }), None)
+                }
                 None => (
                     None,
                     Some(format!(

@@ -110,9 +110,9 @@ pub struct OperatingThresholds {
     /// FAR at most 0.1% on the calibration writers.
     pub far_0_1pct: f32,
     /// Where this score accepts these impostors no more often than the nearest-reference rule
-    /// does at its own EER threshold on the same writers (today's acceptance): a writer-adaptive
-    /// rule decided here keeps the forgery acceptance and accepts more genuine signatures.
-    /// Calibrated for the bundle's adaptive rule ([`calibrate_against_nearest`]); `None` in
+    /// does at its own EER threshold on the same calibration writers (today's acceptance there;
+    /// on new writers it need not hold, docs/evaluation.md, session 11). Calibrated for the
+    /// bundle's adaptive rule ([`calibrate_against_nearest`]); `None` in
     /// older bundles and in tables that are the nearest rule's own (its EER point is that).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nearest_eer_far: Option<f32>,

@@ -171,7 +171,7 @@ pub fn calibrate_rule(
 }
 
 /// `rule`'s thresholds, with the point that accepts forgeries as often as the nearest rule did
-/// at its EER threshold on the same enrolments (the kiosk's default, see `autograph verify`).
+/// at its EER threshold on the same enrolments (`autograph verify --far nearest-eer`).
 fn calibrate_chosen(scores: &[MethodScores], rule: DecisionRule) -> Result<Thresholds> {
     let of = |method: ScoreMethod| -> Result<&VerificationScores> {
         Ok(&scores.iter().find(|m| m.method == method).context("a scoring method is missing")?.scores)

@@ -296,18 +296,18 @@ pub fn quantize_bundle(bundle: &Path, data: &[PathBuf]) -> Result<(Manifest, Qua
     // int8 becomes the default only if it is as accurate (within 0.5 points of EER on
     // validation writers, skilled and random: a choice is never made on test writers) and faster
     // in tract on this machine. Test EERs are reported beside it.
-    let validation_eer = |e: &autograph_shared::protocol::SplitEvaluation| {
-        let v = &e.validation_scores;
-        let eer = |impostor: &[f32]| {
-            Some(autograph_shared::metrics::eer(&v.genuine, impostor).eer).filter(|x| x.is_finite()).unwrap_or(0.0)
-        };
-        (eer(&v.skilled), eer(&v.random))
-    };
-    let test_eer = |m: &autograph_shared::protocol::VerificationMetrics| {
+    let eer = |m: &autograph_shared::protocol::VerificationMetrics| {
         (m.skilled.map(|s| s.eer).unwrap_or(0.0), m.random.map(|r| r.eer).unwrap_or(0.0))
     };
-    let ((vfs, vfr), (vis, vir)) = (validation_eer(&f32_eval), validation_eer(&int8_eval));
-    let ((fs, fr), (is, ir)) = (test_eer(&f32_eval.test), test_eer(&int8_eval.test));
+    let validation = |e: &autograph_shared::protocol::SplitEvaluation| {
+        eer(&autograph_shared::protocol::verification_metrics(
+            &e.validation_scores,
+            references,
+            &e.calibration.thresholds,
+        ))
+    };
+    let ((vfs, vfr), (vis, vir)) = (validation(&f32_eval), validation(&int8_eval));
+    let ((fs, fr), (is, ir)) = (eer(&f32_eval.test), eer(&int8_eval.test));
     let accurate = (vis - vfs).abs() <= 0.005 && (vir - vfr).abs() <= 0.005;
     let (f32_ms, int8_ms) = (latency.f32_median.as_secs_f64() * 1e3, latency.int8_median.as_secs_f64() * 1e3);
     let latency_json =

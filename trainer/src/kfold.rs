@@ -88,7 +88,7 @@ pub struct RuleSummary {
     pub skilled_far_at_validation_threshold: Option<MeanStd>,
     pub frr_at_validation_threshold: Option<MeanStd>,
     /// The same at the validation threshold that accepts skilled forgeries as often as the
-    /// nearest rule did at its EER point (the kiosk's default point, `--far nearest-eer`).
+    /// nearest rule did at its EER point (`verify --far nearest-eer`).
     #[serde(default)]
     pub skilled_far_at_nearest_eer_far: Option<MeanStd>,
     #[serde(default)]
@@ -164,6 +164,7 @@ pub fn run_kfold(data: &[PathBuf], options: &KFoldOptions, device: &Device) -> R
     let started = std::time::Instant::now();
     let references = options.config.validation_references;
     let mut folds = Vec::with_capacity(splits.len());
+    let mut report = None;
     for (i, split) in splits.iter().enumerate() {
         let run_dir = options.out.join(format!("fold{}", i + 1));
         eprintln!(
@@ -257,9 +258,11 @@ pub fn run_kfold(data: &[PathBuf], options: &KFoldOptions, device: &Device) -> R
             per_set,
             run_dir,
         });
-        write(&report_of(&folds, options, &dataset.name, started.elapsed().as_secs_f64())?, &options.out)?;
+        let so_far = report_of(&folds, options, &dataset.name, started.elapsed().as_secs_f64())?;
+        write(&so_far, &options.out)?;
+        report = Some(so_far);
     }
-    report_of(&folds, options, &dataset.name, started.elapsed().as_secs_f64())
+    report.context("no folds to run")
 }
 
 /// The report over the folds finished so far.

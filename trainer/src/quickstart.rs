@@ -145,15 +145,13 @@ pub struct KioskOutcome {
     /// Which calibration the threshold is from (`skilled` or `random`).
     pub against: String,
     /// The point on it (`eer`, verify's default).
-    pub point: String,
+    pub point: Point,
     /// The bundle's decision rule (`nearest`, `normalised`, `classifier`, `consistency` or `subspace`).
     pub rule: String,
-    pub genuine_accepted: usize,
-    pub genuine_rejected: usize,
+    #[serde(flatten)]
+    pub decisions: Decisions,
     /// Genuine probes rejected by the replay guard (counted in `genuine_rejected`).
     pub genuine_flagged_as_replay: usize,
-    pub forgeries_accepted: usize,
-    pub forgeries_rejected: usize,
     pub unreadable: usize,
     /// The same writers' SVC2004 signatures as pen captures (image and Task 2 trajectory),
     /// enrolled with both and decided on the fused score, when the bundle has a fusion.
@@ -165,15 +163,34 @@ pub struct KioskOutcome {
 }
 
 /// The kiosk check's probes decided by another rule or threshold.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ComparedPoint {
     pub rule: String,
-    pub point: String,
+    pub point: Point,
     pub threshold: f32,
+    #[serde(flatten)]
+    pub decisions: Decisions,
+}
+
+/// Held-out genuine signatures and skilled forgeries, accepted and rejected.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Decisions {
     pub genuine_accepted: usize,
     pub genuine_rejected: usize,
     pub forgeries_accepted: usize,
     pub forgeries_rejected: usize,
+}
+
+impl Decisions {
+    fn count(&mut self, label: Label, accepted: bool) {
+        let n = match (label, accepted) {
+            (Label::Genuine, true) => &mut self.genuine_accepted,
+            (Label::Genuine, false) => &mut self.genuine_rejected,
+            (Label::Forged, true) => &mut self.forgeries_accepted,
+            (Label::Forged, false) => &mut self.forgeries_rejected,
+        };
+        *n += 1;
+    }
 }
 
 /// The kiosk's decisions on pen captures (`autograph verify --strokes`).
@@ -182,10 +199,8 @@ pub struct PenOutcome {
     pub writers_enrolled: usize,
     /// The fused score's threshold (skilled EER point of the bundle's fusion).
     pub threshold: f32,
-    pub genuine_accepted: usize,
-    pub genuine_rejected: usize,
-    pub forgeries_accepted: usize,
-    pub forgeries_rejected: usize,
+    #[serde(flatten)]
+    pub decisions: Decisions,
     /// Probes decided on the image alone although they had a trajectory (should be 0).
     pub not_fused: usize,
 }
@@ -386,15 +401,15 @@ pub fn kiosk_check(
         references_per_writer: references,
         threshold: policy.point.threshold,
         against: against.into(),
-        point: point_name(policy.point.point),
+        point: policy.point.point,
         rule: rule_name(policy.rule).into(),
         compared: compared_policies
             .iter()
             .map(|p| ComparedPoint {
                 rule: rule_name(p.rule).into(),
-                point: point_name(p.point.point),
+                point: p.point.point,
                 threshold: p.point.threshold,
-                ..Default::default()
+                decisions: Decisions::default(),
             })
             .collect(),
         ..Default::default()
@@ -468,40 +483,18 @@ pub fn kiosk_check(
         if let (Some(pen), Some(trajectory)) = (&mut pen, trajectory) {
             let v = verify_with_pen(&stored, writer, probe, Some(trajectory), &policy);
             pen.not_fused += usize::from(v.modality != Modality::Fused);
-            match (label, v.decision == Decision::Accepted) {
-                (Label::Genuine, true) => pen.genuine_accepted += 1,
-                (Label::Genuine, false) => pen.genuine_rejected += 1,
-                (Label::Forged, true) => pen.forgeries_accepted += 1,
-                (Label::Forged, false) => pen.forgeries_rejected += 1,
-            }
+            pen.decisions.count(*label, v.decision == Decision::Accepted);
         }
         for (p, c) in compared_policies.iter().zip(&mut out.compared) {
-            match (label, verify(&stored, writer, probe, p).decision == Decision::Accepted) {
-                (Label::Genuine, true) => c.genuine_accepted += 1,
-                (Label::Genuine, false) => c.genuine_rejected += 1,
-                (Label::Forged, true) => c.forgeries_accepted += 1,
-                (Label::Forged, false) => c.forgeries_rejected += 1,
-            }
+            c.decisions.count(*label, verify(&stored, writer, probe, p).decision == Decision::Accepted);
         }
         let v = verify(&stored, writer, probe, &policy);
-        let accepted = v.decision == Decision::Accepted;
-        match (label, accepted) {
-            (Label::Genuine, true) => out.genuine_accepted += 1,
-            (Label::Genuine, false) => {
-                out.genuine_rejected += 1;
-                out.genuine_flagged_as_replay += usize::from(v.decision == Decision::PossibleReplay);
-            }
-            (Label::Forged, true) => out.forgeries_accepted += 1,
-            (Label::Forged, false) => out.forgeries_rejected += 1,
-        }
+        out.decisions.count(*label, v.decision == Decision::Accepted);
+        out.genuine_flagged_as_replay +=
+            usize::from(*label == Label::Genuine && v.decision == Decision::PossibleReplay);
     }
     out.pen = pen;
     Ok(out)
-}
-
-/// An operating point's name as `verify --json` writes it.
-fn point_name(point: Point) -> String {
-    serde_json::to_value(point).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// The key file of the quickstart's gallery: `gallery.key` beside it, so the run directory is
@@ -526,15 +519,15 @@ pub fn summary_text(summary: &QuickstartSummary, report: &EvaluationReport) -> S
     let rate = |a: usize, b: usize| {
         if a + b == 0 { "n/a".to_string() } else { format!("{:.1}%", 100.0 * a as f64 / (a + b) as f64) }
     };
-    let decisions = |genuine: (usize, usize), forged: (usize, usize)| {
+    let decisions = |d: &Decisions| {
         format!(
             "             held-out genuine {} accepted / {} rejected ({} accepted); skilled forgeries {} accepted / {} rejected ({} rejected)",
-            genuine.0,
-            genuine.1,
-            rate(genuine.0, genuine.1),
-            forged.0,
-            forged.1,
-            rate(forged.1, forged.0)
+            d.genuine_accepted,
+            d.genuine_rejected,
+            rate(d.genuine_accepted, d.genuine_rejected),
+            d.forgeries_accepted,
+            d.forgeries_rejected,
+            rate(d.forgeries_rejected, d.forgeries_accepted)
         )
     };
     let mut lines = vec![
@@ -563,18 +556,18 @@ pub fn summary_text(summary: &QuickstartSummary, report: &EvaluationReport) -> S
             k.against,
             k.point
         ),
-        decisions((k.genuine_accepted, k.genuine_rejected), (k.forgeries_accepted, k.forgeries_rejected)),
+        decisions(&k.decisions),
     ];
     for c in &k.compared {
         lines.push(format!("  compared   {} rule, threshold {:.4} ({} {}):", c.rule, c.threshold, k.against, c.point));
-        lines.push(decisions((c.genuine_accepted, c.genuine_rejected), (c.forgeries_accepted, c.forgeries_rejected)));
+        lines.push(decisions(&c.decisions));
     }
     if let Some(p) = &k.pen {
         lines.push(format!(
             "  pen        {} SVC2004 writers also enrolled with their pen trajectories, fused score, threshold {:.4}:",
             p.writers_enrolled, p.threshold
         ));
-        lines.push(decisions((p.genuine_accepted, p.genuine_rejected), (p.forgeries_accepted, p.forgeries_rejected)));
+        lines.push(decisions(&p.decisions));
     }
     if let Some(l) = &report.leakage {
         lines.push(format!("  leakage    background-only EER {} (chance is 50%)", pct(Some(l.background_only_eer))));

@@ -20,10 +20,11 @@ pub enum Against {
 }
 
 /// A point on the calibration curve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Point {
-    /// Equal error rate.
+    /// Equal error rate (the default).
+    #[default]
     Eer,
     /// False-accept rate 1%.
     #[serde(rename = "far_1pct")]
@@ -31,9 +32,10 @@ pub enum Point {
     /// False-accept rate 0.1%.
     #[serde(rename = "far_0_1pct")]
     Far0_1pct,
-    /// The false-accept rate the nearest-reference rule has at its EER point (today's forgery
-    /// acceptance), on the bundle's adaptive rule: more genuine signatures accepted, no more
-    /// forgeries. For the nearest rule itself this is its EER point.
+    /// The bundle's adaptive rule where, on validation writers, it accepts forgeries as often
+    /// as the nearest-reference rule does at its EER point: more genuine signatures accepted
+    /// (on new writers, sometimes more forgeries too). For the nearest rule itself this is its
+    /// EER point.
     NearestEerFar,
     /// `--threshold` given by the operator.
     Manual,
