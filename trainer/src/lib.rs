@@ -16,6 +16,7 @@ pub mod model;
 pub mod progress;
 pub mod quantize;
 pub mod quickstart;
+pub mod render_online;
 pub mod report;
 pub mod sampler;
 pub mod synth_data;

@@ -241,6 +241,20 @@ enum DataCommand {
     /// rendered by the kiosk's rasteriser into `<writer>/genuine|forged/NN.png`. Train or
     /// pre-train on it like any data set (`train --data DIR`, then `train --init-from`).
     Synth(SynthArgs),
+    /// Draw an on-line corpus (SVC2004 Task 2 `.TXT`, MCYT `.fpg`) as an image data set: each
+    /// pen trajectory rendered by the kiosk's rasteriser into `<writer>/genuine|forged/*.png`,
+    /// so its writers can train the image network (`train --data A,B,DIR`).
+    RenderOnline(RenderOnlineArgs),
+}
+
+#[derive(Args, Debug)]
+struct RenderOnlineArgs {
+    /// The on-line corpus directory (e.g. ../shared/data/mcyt100_online).
+    #[arg(long)]
+    data: PathBuf,
+    /// Directory to create (must not exist).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -328,6 +342,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Data(DataCommand::Fetch(args)) => data_fetch(args),
         Command::Data(DataCommand::List) => data_list(),
         Command::Data(DataCommand::Synth(args)) => data_synth(args),
+        Command::Data(DataCommand::RenderOnline(args)) => data_render_online(args),
         Command::Train(args) => train(args),
         Command::Export(args) => export(args),
         Command::Quantize(args) => quantize(args),
@@ -406,6 +421,15 @@ fn data_synth(args: SynthArgs) -> Result<ExitCode> {
     let images = autograph_trainer::synth_data::write(&spec, &args.out, &mut |done| bar.set_position(done))?;
     bar.finish_and_clear();
     println!("{images} images of {} synthetic writers in {}", spec.writers, args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn data_render_online(args: RenderOnlineArgs) -> Result<ExitCode> {
+    let files = autograph_shared::online::list_online_dataset(&args.data)?.samples.len();
+    let bar = autograph_trainer::progress::bar(files as u64, "rendering pen trajectories");
+    let report = autograph_trainer::render_online::render(&args.data, &args.out, &mut |done| bar.set_position(done))?;
+    bar.finish_and_clear();
+    println!("{} images of {} writers in {}", report.images, report.writers, args.out.display());
     Ok(ExitCode::SUCCESS)
 }
 

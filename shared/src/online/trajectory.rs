@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 
-use crate::strokes::Recording;
+use crate::strokes::{Point, Recording, StrokeError};
 
 /// The common sample rate: MCYT's and SVC2004's native rate, enough for handwriting (< 20 Hz).
 pub const SAMPLE_RATE_HZ: f32 = 100.0;
@@ -164,7 +164,34 @@ impl Trajectory {
     pub fn duration_ms(&self) -> f64 {
         self.len() as f64 * SAMPLE_PERIOD_MS
     }
+
+    /// The pen path as a kiosk [`Recording`], so that a tablet corpus can be drawn by the kiosk's
+    /// own rasteriser ([`crate::strokes::raster`]) into training images. The box is the path's
+    /// bounding box plus a 2% margin, scaled so that its longer side is [`RECORDING_SIDE`] pixels;
+    /// `y_up` flips tablets whose y axis points up (a recording's points down). Times are the
+    /// 100 Hz sample clock; pressure is kept where the source measures it.
+    pub fn to_recording(&self, y_up: bool) -> Result<Recording, StrokeError> {
+        let bounds =
+            |v: &[f32]| v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        let ((x0, x1), (y0, y1)) = (bounds(&self.x), bounds(&self.y));
+        let extent = (x1 - x0).max(y1 - y0);
+        let margin = 0.02 * RECORDING_SIDE as f32;
+        // A single dot has no extent (an infinite scale): any scale draws it.
+        let scale = Some((RECORDING_SIDE as f32 - 2.0 * margin) / extent).filter(|s| s.is_finite()).unwrap_or(1.0);
+        let width = ((x1 - x0) * scale + 2.0 * margin).ceil() as u32;
+        let height = ((y1 - y0) * scale + 2.0 * margin).ceil() as u32;
+        let point = |i: usize| {
+            let x = (self.x[i] - x0) * scale + margin;
+            let y = if y_up { (y1 - self.y[i]) * scale + margin } else { (self.y[i] - y0) * scale + margin };
+            let t = (i as f64 * SAMPLE_PERIOD_MS) as u32;
+            Point::new(x.clamp(0.0, width as f32), y.clamp(0.0, height as f32), t, self.pressure.as_ref().map(|p| p[i]))
+        };
+        Recording::new(width, height, self.strokes().map(|r| r.map(point).collect()).collect())
+    }
 }
+
+/// Longer side, in pixels, of the box [`Trajectory::to_recording`] draws a path in.
+pub const RECORDING_SIDE: u32 = 1024;
 
 /// Where a stroke's samples sit in time (relative to its first kept sample) and how many
 /// 100 Hz samples it becomes.
@@ -250,7 +277,6 @@ impl TryFrom<&Recording> for Trajectory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::strokes::Point;
 
     fn sample(x: f32, t: f64) -> PenSample {
         PenSample { x, y: -x, t_ms: t, pressure: 0.5 }
@@ -344,5 +370,48 @@ mod tests {
 
         let no_pressure = Recording::new(10, 10, vec![vec![Point::new(1.0, 1.0, 0, None)]]).expect("recording");
         assert!(Trajectory::try_from(&no_pressure).expect("trajectory").pressure().is_none());
+    }
+
+    #[test]
+    fn a_tablet_path_becomes_a_drawable_recording() {
+        // A bar along y = 0 then a stem from y = 50 to y = 100, in tablet units 100 wide.
+        let bar: Vec<PenSample> =
+            (0..=10).map(|i| PenSample { x: i as f32 * 10.0, y: 0.0, t_ms: i as f64 * 10.0, pressure: 0.5 }).collect();
+        let stem: Vec<PenSample> = (0..=5)
+            .map(|i| PenSample { x: 50.0, y: 50.0 + i as f32 * 10.0, t_ms: 200.0 + i as f64 * 10.0, pressure: 0.5 })
+            .collect();
+        let t = Trajectory::from_strokes(&[bar, stem], Timing::Timestamps, true).expect("trajectory");
+        for y_up in [false, true] {
+            let r = t.to_recording(y_up).expect("recording");
+            assert_eq!((r.width, r.height), (RECORDING_SIDE, RECORDING_SIDE), "a square path fills the box");
+            assert_eq!(r.strokes.len(), 2);
+            assert_eq!(r.point_count(), t.len());
+            assert!(r.strokes.iter().flatten().all(|p| p.p == Some(0.5)), "pressure is kept");
+            let times: Vec<u32> = r.strokes.iter().flatten().map(|p| p.t).collect();
+            assert!(times.windows(2).all(|w| w[0] < w[1]), "the 100 Hz clock runs on: {times:?}");
+            // The bar is at the top with y pointing down, at the bottom once flipped.
+            let bar_y = r.strokes[0][0].y;
+            assert_eq!(bar_y < RECORDING_SIDE as f32 / 2.0, !y_up, "bar at y = {bar_y}");
+            let margin = 0.02 * RECORDING_SIDE as f32;
+            assert!(
+                r.strokes
+                    .iter()
+                    .flatten()
+                    .all(|p| p.x >= margin - 1e-3 && p.x <= RECORDING_SIDE as f32 - margin + 1e-3)
+            );
+            let image = crate::strokes::raster::rasterise(&r, &Default::default()).expect("drawn");
+            assert_eq!(image.height(), 300);
+            assert!(image.pixels().any(|p| p.0[0] < 128), "ink on the page");
+        }
+        // One sample: a dot in a box of its margins, still drawable.
+        let dot = Trajectory::from_strokes(
+            &[vec![PenSample { x: 3.0, y: 4.0, t_ms: 0.0, pressure: 1.0 }]],
+            Timing::Timestamps,
+            false,
+        )
+        .expect("dot");
+        let r = dot.to_recording(true).expect("recording");
+        assert!(r.width >= 1 && r.height >= 1 && r.strokes[0][0].p.is_none());
+        crate::strokes::raster::rasterise(&r, &Default::default()).expect("drawn");
     }
 }
