@@ -19,6 +19,7 @@ pub mod quickstart;
 pub mod render_online;
 pub mod report;
 pub mod sampler;
+pub mod staging;
 pub mod synth_data;
 pub mod train;
 pub mod whiten;

@@ -425,9 +425,9 @@ fn data_synth(args: SynthArgs) -> Result<ExitCode> {
 }
 
 fn data_render_online(args: RenderOnlineArgs) -> Result<ExitCode> {
-    let files = autograph_shared::online::list_online_dataset(&args.data)?.samples.len();
-    let bar = autograph_trainer::progress::bar(files as u64, "rendering pen trajectories");
-    let report = autograph_trainer::render_online::render(&args.data, &args.out, &mut |done| bar.set_position(done))?;
+    let corpus = autograph_shared::online::list_online_dataset(&args.data)?;
+    let bar = autograph_trainer::progress::bar(corpus.samples.len() as u64, "rendering pen trajectories");
+    let report = autograph_trainer::render_online::render(&corpus, &args.out, &mut |done| bar.set_position(done))?;
     bar.finish_and_clear();
     println!("{} images of {} writers in {}", report.images, report.writers, args.out.display());
     Ok(ExitCode::SUCCESS)

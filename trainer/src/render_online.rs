@@ -6,9 +6,9 @@
 use std::fs;
 use std::path::Path;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use autograph_shared::dataset::Label;
-use autograph_shared::online::{Format, OnlineDataset, list_online_dataset, read_trajectory};
+use autograph_shared::online::{Format, OnlineDataset, read_trajectory};
 use autograph_shared::strokes::raster::{RasterConfig, rasterise};
 use serde::Serialize;
 
@@ -33,35 +33,23 @@ pub const fn y_axis_up(format: Format) -> bool {
     }
 }
 
-/// Renders the corpus in `source` into `out`, which must not exist yet (written to a sibling
-/// first and renamed, so a half-written set is never mistaken for a whole one). A file that
-/// cannot be read or drawn stops the run with its path. `progress(done)` after each file.
-pub fn render(source: &Path, out: &Path, progress: &mut dyn FnMut(u64)) -> Result<RenderReport> {
-    let corpus = list_online_dataset(source)?;
-    ensure!(!out.exists(), "{} already exists: choose a new directory", out.display());
-    let name = out.file_name().with_context(|| format!("{} has no directory name", out.display()))?;
-    let tmp = out.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp)?;
-    }
+/// Renders `corpus` (listed by [`autograph_shared::online::list_online_dataset`]) into `out`,
+/// which must not exist yet ([`crate::staging::write_new_dir`]). A file that cannot be read or
+/// drawn stops the run with its path. `progress(done)` after each file.
+pub fn render(corpus: &OnlineDataset, out: &Path, progress: &mut dyn FnMut(u64)) -> Result<RenderReport> {
     let y_up = y_axis_up(corpus.format);
-    let written = write_images(&corpus, y_up, &tmp, progress).and_then(|()| {
+    crate::staging::write_new_dir(out, |tmp| {
+        write_images(corpus, y_up, tmp, progress)?;
         let report = RenderReport {
-            source: source.display().to_string(),
+            source: corpus.root.display().to_string(),
             format: corpus.format,
             writers: corpus.users().len(),
             images: corpus.samples.len(),
             y_up,
         };
         fs::write(tmp.join("rendered.json"), serde_json::to_vec_pretty(&report)?)?;
-        fs::rename(&tmp, out).with_context(|| format!("cannot move {} to {}", tmp.display(), out.display()))?;
         Ok(report)
-    });
-    if written.is_err() {
-        // Best effort: the error being returned is the one that matters.
-        let _ = fs::remove_dir_all(&tmp);
-    }
-    written
+    })
 }
 
 fn write_images(corpus: &OnlineDataset, y_up: bool, tmp: &Path, progress: &mut dyn FnMut(u64)) -> Result<()> {
@@ -92,6 +80,7 @@ fn write_images(corpus: &OnlineDataset, y_up: bool, tmp: &Path, progress: &mut d
 mod tests {
     use super::*;
     use autograph_shared::dataset::Dataset;
+    use autograph_shared::online::list_online_dataset;
 
     /// An SVC2004 Task 2 file: a point count, then `x y t button azimuth altitude pressure` rows.
     fn svc_file(writer: u32, session: u32) -> String {
@@ -116,7 +105,8 @@ mod tests {
         }
         let out = dir.path().join("rendered");
         let mut seen = 0;
-        let report = render(&dir.path().join("corpus"), &out, &mut |n| seen = n).expect("rendered");
+        let corpus = list_online_dataset(&dir.path().join("corpus")).expect("listed");
+        let report = render(&corpus, &out, &mut |n| seen = n).expect("rendered");
         assert_eq!((report.writers, report.images, seen), (2, 10, 10));
         assert!(!report.y_up, "SVC2004's y axis points down");
         let ds = Dataset::load(&out).expect("the images load as a data set");
@@ -129,9 +119,10 @@ mod tests {
         }
         assert!(out.join("rendered.json").exists());
         // The output is never overwritten, and a corrupt file stops the run naming it.
-        assert!(render(&dir.path().join("corpus"), &out, &mut |_| {}).is_err());
+        assert!(render(&corpus, &out, &mut |_| {}).is_err());
         fs::write(task2.join("U1S4.TXT"), "3\n1 2 three\n").expect("write");
-        let err = render(&dir.path().join("corpus"), &dir.path().join("again"), &mut |_| {}).expect_err("corrupt");
+        let corpus = list_online_dataset(&dir.path().join("corpus")).expect("listed");
+        let err = render(&corpus, &dir.path().join("again"), &mut |_| {}).expect_err("corrupt");
         assert!(format!("{err:#}").contains("U1S4.TXT"), "{err:#}");
         assert!(!dir.path().join("again").exists(), "nothing half-written is left under the name");
     }

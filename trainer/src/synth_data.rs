@@ -28,18 +28,15 @@ pub struct SynthSpec {
     pub seed: u64,
 }
 
-/// Writes the data set into `out`, which must not exist yet (written to a sibling first and
-/// renamed, so a half-written set is never mistaken for a whole one). `progress(done)` after each
-/// writer. Returns the number of images written.
+/// Writes the data set into `out`, which must not exist yet ([`crate::staging::write_new_dir`]).
+/// `progress(done)` after each writer. Returns the number of images written.
 pub fn write(spec: &SynthSpec, out: &Path, progress: &mut dyn FnMut(u64)) -> Result<u64> {
     ensure!(spec.writers >= 2, "a data set needs at least 2 writers");
     ensure!(spec.genuine >= 2, "each writer needs at least 2 genuine signatures");
-    ensure!(!out.exists(), "{} already exists: choose a new directory", out.display());
-    let name = out.file_name().with_context(|| format!("{} has no directory name", out.display()))?;
-    let tmp = out.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp)?;
-    }
+    crate::staging::write_new_dir(out, |tmp| draw(spec, tmp, progress))
+}
+
+fn draw(spec: &SynthSpec, tmp: &Path, progress: &mut dyn FnMut(u64)) -> Result<u64> {
     let raster = RasterConfig::default();
     let mut images = 0;
     for w in 0..spec.writers {
@@ -67,7 +64,6 @@ pub fn write(spec: &SynthSpec, out: &Path, progress: &mut dyn FnMut(u64)) -> Res
         progress(w + 1);
     }
     fs::write(tmp.join("synth.json"), serde_json::to_vec_pretty(spec)?)?;
-    fs::rename(&tmp, out).with_context(|| format!("cannot move {} to {}", tmp.display(), out.display()))?;
     Ok(images)
 }
 
